@@ -1,0 +1,137 @@
+"""Shared pieces of every experiment config.
+
+`base_config()` holds every field the code reads, with the DESIGN.md defaults.
+Experiment files start from it and change what they need. Because the configs
+are locked by `config_flags`, a typo in `--config.a.b=...` is an error rather
+than a silently ignored field.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from data_pipeline.tokenizer import TOKENIZER
+
+
+def layout_config() -> ml_collections.ConfigDict:
+  """The micro-turn layout (DESIGN.md section 3); every number is a field."""
+  c = ml_collections.ConfigDict()
+  c.turn_ms = 200.0             # one micro-turn
+  c.sample_rate = 16000         # audio is resampled to this on load
+  c.mel_hop_ms = 12.5           # 16 mel frames per micro-turn
+  c.mel_win_ms = 50.0
+  c.n_fft = 1024
+  c.n_mels = 80
+  c.fmin = 80.0
+  c.fmax = 7600.0
+  c.dmel_bins = 16              # log10 magnitude, linear bins over [min, max]
+  c.dmel_min = -7.0
+  c.dmel_max = 2.0
+  c.frames_per_position = 4     # mel frames stacked into one audio slot
+  c.user_text_slots = 2
+  c.background_text_slots = 2
+  c.model_text_slots = 2
+  c.video = ml_collections.ConfigDict()
+  c.video.enabled = False
+  c.video.height = 160
+  c.video.width = 160
+  c.video.patch = 40
+  return c
+
+
+def kernels_config() -> ml_collections.ConfigDict:
+  """Routes attention, norms and projections (pallas_kernels.numerics)."""
+  c = ml_collections.ConfigDict()
+  # 'default': plain XLA ops (fast, not batch/chunk invariant).
+  # 'invariant': fixed-shape batch- and chunk-invariant kernels.
+  c.mode = "default"
+  c.impl = "xla"                # 'xla' | 'pallas' (interpret mode on CPU)
+  c.split_size = 64             # split-KV size in slots; fixed, never a count
+  c.block_q = 8                 # query rows per attention block
+  c.block_rows = 8              # rows per matmul / norm block
+  return c
+
+
+def moe_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.num_experts = 8
+  c.top_k = 2
+  c.d_ff = 128                  # per routed expert
+  c.num_shared_experts = 0      # each shared expert has d_ff hidden units
+  c.gating = "softmax"          # 'softmax' | 'sigmoid'
+  c.impl = "auto"               # 'auto' | 'loop' | 'dense' | 'ragged_dot' | 'gather_gemv'
+  c.auto_threshold = 16         # tokens per call at or below which auto uses gather_gemv
+  c.load_balance_weight = 1e-2
+  c.z_loss_weight = 1e-3
+  c.router_dtype = "float32"
+  return c
+
+
+def model_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.vocab_size = TOKENIZER.vocab_size
+  c.d_model = 64
+  c.num_layers = 2
+  c.num_heads = 4
+  c.num_kv_heads = 2
+  c.head_dim = 16
+  c.d_ff = 128                  # dense SwiGLU hidden size
+  c.ffn = "swiglu"              # 'swiglu' | 'moe'
+  c.first_dense_layers = 0      # with ffn='moe', this many leading layers stay dense
+  c.moe = moe_config()
+  c.rope_theta = 10000.0
+  c.norm_eps = 1e-6
+  c.dtype = "float32"           # activations
+  c.param_dtype = "float32"
+  c.time_embed_dim = 32         # sinusoidal features of elapsed seconds
+  c.dmel_embed_dim = 16         # per-(channel, bin) embedding width before projection
+  c.hmlp_factors = (4, 2, 5)    # 40 = 4*2*5 pixels per patch side, split in 3 stages
+  c.flow = ml_collections.ConfigDict()
+  c.flow.width = 128
+  c.flow.depth = 2
+  c.flow.num_steps = 4          # Euler steps at sampling time
+  c.flow.batch_mul = 2          # noise draws per target in training (MAR-style)
+  c.kernels = kernels_config()
+  return c
+
+
+def data_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.source = "synthetic"        # 'synthetic' (in-memory random episodes) | 'episodes'
+  c.path = ""                   # episode directory for source='episodes'
+  c.turns = 16                  # micro-turns per training example (crop or pad)
+  c.batch_size = 4
+  c.seed = 0
+  c.num_workers = 0
+  c.families = ""               # comma list of generator families ('' = all)
+  return c
+
+
+def train_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.steps = 100
+  c.lr = 3e-3
+  c.warmup_steps = 10
+  c.end_lr_ratio = 0.1
+  c.weight_decay = 0.01
+  c.b1 = 0.9
+  c.b2 = 0.95
+  c.grad_clip = 1.0
+  c.seed = 0
+  c.text_loss_weight = 1.0
+  c.flow_loss_weight = 1.0
+  c.log_every = 10
+  c.ckpt_every = 50
+  c.keep_checkpoints = 2
+  c.max_minutes = 0.0           # >0: stop (and checkpoint) after this wall time
+  return c
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.name = "base"
+  c.layout = layout_config()
+  c.model = model_config()
+  c.data = data_config()
+  c.train = train_config()
+  return c

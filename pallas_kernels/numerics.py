@@ -1,0 +1,163 @@
+"""One switch for how the model computes: default XLA ops or invariant kernels.
+
+The model calls `matmul`, `rms_norm`, `attention`, `softmax` and `log_softmax`
+from here with a `Numerics` value taken from `config.model.kernels`. In
+'default' mode they are plain XLA ops: fastest, but their reduction order can
+change with the number of rows (see ../shared/notes/cpu_measurements.md). In
+'invariant' mode they go through the batch- and chunking-invariant kernels of
+this package, on the XLA path or the Pallas path (`impl`).
+
+Attention convention (all modes): q [B, Sq, Hq, D] attends to k, v
+[B, Skv, Hkv, D] (Hq a multiple of Hkv, grouped-query). Query i of batch row b
+sits at cache index q_offset[b] + i; key j is visible to it iff
+j <= q_offset[b] + i and j < kv_len[b]. Training is q_offset=0, kv_len=S.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+MODES = ("default", "invariant")
+IMPLS = ("xla", "pallas")
+
+
+@dataclasses.dataclass(frozen=True)
+class Numerics:
+  mode: str = "default"
+  impl: str = "xla"
+  split_size: int = 64
+  block_q: int = 8
+  block_rows: int = 8
+  interpret: bool | None = None  # None: interpret exactly when not on GPU
+
+  def __post_init__(self):
+    if self.mode not in MODES:
+      raise ValueError(f"kernels.mode: {self.mode!r} is not one of {MODES}")
+    if self.impl not in IMPLS:
+      raise ValueError(f"kernels.impl: {self.impl!r} is not one of {IMPLS}")
+    for name in ("split_size", "block_q", "block_rows"):
+      if int(getattr(self, name)) <= 0:
+        raise ValueError(f"kernels.{name}: must be positive, got {getattr(self, name)}")
+    if self.block_rows == 1 or self.block_q == 1:
+      # A one-row block makes XLA pick its matrix-vector kernel, whose summation
+      # order differs from the matrix-matrix one (cpu_measurements.md).
+      raise ValueError("kernels.block_rows/block_q: must be >= 2 (a 1-row block "
+                       "changes the CPU kernel and breaks invariance)")
+    if self.split_size % self.block_q and self.split_size % 8:
+      raise ValueError(f"kernels.split_size: {self.split_size} must be a multiple of 8")
+
+  @classmethod
+  def from_config(cls, kernels) -> "Numerics":
+    return cls(mode=str(kernels.mode), impl=str(kernels.impl),
+               split_size=int(kernels.split_size), block_q=int(kernels.block_q),
+               block_rows=int(kernels.block_rows))
+
+  @property
+  def invariant(self) -> bool:
+    return self.mode == "invariant"
+
+  @property
+  def use_interpret(self) -> bool:
+    if self.interpret is not None:
+      return self.interpret
+    return jax.default_backend() != "gpu"
+
+
+DEFAULT = Numerics()
+
+
+# ---------------------------------------------------------------------------
+# Default (non-invariant) implementations: plain XLA.
+# ---------------------------------------------------------------------------
+def _matmul_default(x, w):
+  return jnp.dot(x, w, preferred_element_type=jnp.float32).astype(x.dtype)
+
+
+def _rms_norm_default(x, scale, eps):
+  xf = x.astype(jnp.float32)
+  var = jnp.mean(xf * xf, axis=-1, keepdims=True)
+  return (xf * jax.lax.rsqrt(var + eps) * scale.astype(jnp.float32)).astype(x.dtype)
+
+
+def attention_mask(batch, sq, skv, q_offset, kv_len):
+  """[B, Sq, Skv] bool visibility mask of the attention convention above.
+
+  q_offset and kv_len are scalars or int32 [B].
+  """
+  q_offset = jnp.broadcast_to(jnp.asarray(q_offset, jnp.int32), (batch,))
+  kv_len = jnp.broadcast_to(jnp.asarray(kv_len, jnp.int32), (batch,))
+  qi = q_offset[:, None, None] + jnp.arange(sq)[None, :, None]
+  kj = jnp.arange(skv)[None, None, :]
+  return (kj <= qi) & (kj < kv_len[:, None, None])
+
+
+def _attention_default(q, k, v, q_offset, kv_len):
+  b, sq, hq, d = q.shape
+  hkv = k.shape[2]
+  g = hq // hkv
+  qg = q.reshape(b, sq, hkv, g, d).astype(jnp.float32)
+  s = jnp.einsum("bqhgd,bkhd->bhgqk", qg, k.astype(jnp.float32)) / jnp.sqrt(
+      jnp.float32(d))
+  mask = attention_mask(b, sq, k.shape[1], q_offset, kv_len)[:, None, None]
+  s = jnp.where(mask, s, -jnp.inf)
+  m = jnp.max(s, axis=-1, keepdims=True)
+  m = jnp.where(jnp.isfinite(m), m, 0.0)
+  p = jnp.exp(s - m)
+  l = jnp.sum(p, axis=-1, keepdims=True)
+  o = jnp.einsum("bhgqk,bkhd->bqhgd", p / jnp.where(l == 0, 1.0, l),
+                 v.astype(jnp.float32))
+  return o.reshape(b, sq, hq, d).astype(q.dtype)
+
+
+# ---------------------------------------------------------------------------
+# Public entry points used by the model.
+# ---------------------------------------------------------------------------
+def matmul(x, w, numerics: Numerics = DEFAULT):
+  """x [..., K] @ w [K, N] with f32 accumulation; result in x.dtype."""
+  if x.shape[-1] != w.shape[0]:
+    raise ValueError(f"matmul: x has K={x.shape[-1]} but w has K={w.shape[0]}")
+  if not numerics.invariant:
+    return _matmul_default(x, w)
+  from pallas_kernels import batch_invariant
+  return batch_invariant.matmul(x, w, numerics)
+
+
+def rms_norm(x, scale, eps: float, numerics: Numerics = DEFAULT):
+  if not numerics.invariant:
+    return _rms_norm_default(x, scale, eps)
+  from pallas_kernels import batch_invariant
+  return batch_invariant.rms_norm(x, scale, eps, numerics)
+
+
+def softmax(x, numerics: Numerics = DEFAULT):
+  if not numerics.invariant:
+    return jax.nn.softmax(x.astype(jnp.float32), axis=-1).astype(x.dtype)
+  from pallas_kernels import batch_invariant
+  return batch_invariant.softmax(x, numerics)
+
+
+def log_softmax(x, numerics: Numerics = DEFAULT):
+  if not numerics.invariant:
+    return jax.nn.log_softmax(x.astype(jnp.float32), axis=-1).astype(x.dtype)
+  from pallas_kernels import batch_invariant
+  return batch_invariant.log_softmax(x, numerics)
+
+
+def attention(q, k, v, *, q_offset, kv_len, numerics: Numerics = DEFAULT):
+  """Causal grouped-query attention against a (possibly partly filled) cache."""
+  if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
+    raise ValueError(f"attention: q, k, v must be [B, S, H, D], got {q.shape}, "
+                     f"{k.shape}, {v.shape}")
+  if k.shape != v.shape:
+    raise ValueError(f"attention: k {k.shape} and v {v.shape} differ")
+  if q.shape[2] % k.shape[2]:
+    raise ValueError(f"attention: num q heads {q.shape[2]} is not a multiple of "
+                     f"num kv heads {k.shape[2]}")
+  if not numerics.invariant:
+    return _attention_default(q, k, v, q_offset, kv_len)
+  from pallas_kernels import split_kv_attention
+  return split_kv_attention.attention(q, k, v, q_offset=q_offset, kv_len=kv_len,
+                                      numerics=numerics)
