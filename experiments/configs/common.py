@@ -84,7 +84,6 @@ def model_config() -> ml_collections.ConfigDict:
   c.dtype = "float32"           # activations
   c.param_dtype = "float32"
   c.time_embed_dim = 32         # sinusoidal features of elapsed seconds
-  c.dmel_embed_dim = 16         # per-(channel, bin) embedding width before projection
   c.hmlp_factors = (4, 2, 5)    # 40 = 4*2*5 pixels per patch side, split in 3 stages
   c.flow = ml_collections.ConfigDict()
   c.flow.width = 128
@@ -104,6 +103,9 @@ def data_config() -> ml_collections.ConfigDict:
   c.seed = 0
   c.num_workers = 0
   c.families = ""               # comma list of generator families ('' = all)
+  c.crop = "random"             # window of `turns` turns: 'random' start or 'start' (turn 0)
+  c.num_threads = 2             # grain read threads per process (order stays deterministic)
+  c.prefetch = 16               # examples read ahead per process
   return c
 
 

@@ -1,0 +1,88 @@
+"""Orbax checkpoints in the workdir: train state + data iterator state + structure.
+
+A checkpoint holds three items: `state` (step, params, optimizer state, rng),
+`data` (the grain iterator's JSON state, so a resumed run sees exactly the
+batches an uninterrupted run would) and `meta` (the structure-defining config:
+layout and model). Restoring into a different structure fails with a per-field
+diff instead of an opaque reshape error (orbax#648-style failures).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import orbax.checkpoint as ocp
+
+
+def structure_meta(config) -> dict:
+  """Config fields that define parameter shapes or the slot layout."""
+  return {"layout": json.loads(config.layout.to_json()),
+          "model": json.loads(config.model.to_json())}
+
+
+def _flatten(d, prefix=""):
+  out = {}
+  for k, v in d.items():
+    key = f"{prefix}{k}"
+    if isinstance(v, dict):
+      out.update(_flatten(v, key + "."))
+    else:
+      out[key] = v
+  return out
+
+
+# Fields that may change across a resume without changing any parameter shape.
+_RUNTIME_FIELDS = ("model.kernels.", "model.moe.impl", "model.moe.auto_threshold",
+                   "model.flow.num_steps", "model.dtype")
+
+
+def check_structure(saved: dict, current: dict):
+  a, b = _flatten(saved), _flatten(current)
+  diffs = [f"  {k}: checkpoint={a.get(k)!r} config={b.get(k)!r}"
+           for k in sorted(set(a) | set(b))
+           if a.get(k) != b.get(k) and not k.startswith(_RUNTIME_FIELDS)]
+  if diffs:
+    raise ValueError("checkpoint structure does not match the config; use a new "
+                     "--workdir or restore the old fields:\n" + "\n".join(diffs))
+
+
+class Checkpointer:
+
+  def __init__(self, workdir: str, keep: int = 2):
+    self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    self.manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+        item_names=("state", "data", "meta"))
+
+  def latest_step(self):
+    return self.manager.latest_step()
+
+  def save(self, step: int, state, data_state: dict, meta: dict, force=False):
+    self.manager.save(
+        step,
+        args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                data=ocp.args.JsonSave(data_state),
+                                meta=ocp.args.JsonSave(meta)),
+        force=force)
+
+  def restore(self, abstract_state, meta: dict, step=None):
+    """Restores (state, data_state) of `step` (default latest) into the abstract target."""
+    step = self.manager.latest_step() if step is None else step
+    saved_meta = self.manager.restore(
+        step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    check_structure(saved_meta, meta)
+    target = jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), abstract_state)
+    restored = self.manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
+                                      data=ocp.args.JsonRestore()))
+    return restored["state"], restored["data"]
+
+  def wait(self):
+    self.manager.wait_until_finished()
+
+  def close(self):
+    self.manager.close()

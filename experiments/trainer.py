@@ -1,0 +1,225 @@
+"""The training loop (big_vision style): shapes first, one pure update step,
+workdir = run identity, JSON-lines + TensorBoard metrics, orbax checkpoints.
+
+Resume precedence: an existing checkpoint in the workdir wins; otherwise the
+run starts from scratch. Rerunning the same command therefore continues the
+run, with the data iterator restored to the exact next batch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+from flax import nnx
+
+from experiments import checkpointing
+from interaction.model import InteractionModel, validate_config
+from interaction.objectives import compute_loss
+
+TrainState = dict[str, Any]  # {"step", "params", "opt_state", "rng"}
+
+
+# ---------------------------------------------------------------------------
+# Optimizer and state
+# ---------------------------------------------------------------------------
+def make_optimizer(config) -> optax.GradientTransformation:
+  tc = config.train
+  if tc.warmup_steps >= tc.steps:
+    raise ValueError(f"train.warmup_steps: {tc.warmup_steps} must be smaller "
+                     f"than train.steps={tc.steps}")
+  schedule = optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=tc.lr, warmup_steps=tc.warmup_steps,
+      decay_steps=tc.steps, end_value=tc.lr * tc.end_lr_ratio)
+  return optax.chain(
+      optax.clip_by_global_norm(tc.grad_clip),
+      optax.adamw(schedule, b1=tc.b1, b2=tc.b2, weight_decay=tc.weight_decay))
+
+
+def _graphdef_and_params(config, seed: int):
+  model = InteractionModel(config, rngs=nnx.Rngs(seed))
+  graphdef, params = nnx.split(model, nnx.Param)
+  return graphdef, nnx.to_pure_dict(params)
+
+
+def _abstract_split(config):
+  """(graphdef, abstract Param state) of the model, allocating nothing."""
+  return nnx.split(nnx.eval_shape(
+      lambda: InteractionModel(config, rngs=nnx.Rngs(0))), nnx.Param)
+
+
+def model_from_params(graphdef, abstract_params, params) -> InteractionModel:
+  """Rebuilds the model module from a pure-dict parameter tree."""
+  state = jax.tree_util.tree_map(lambda x: x, abstract_params)
+  nnx.replace_by_pure_dict(state, params)
+  return nnx.merge(graphdef, state)
+
+
+def load_model(config, params) -> InteractionModel:
+  graphdef, abstract = _abstract_split(config)
+  return model_from_params(graphdef, abstract, params)
+
+
+def create_train_state(config, rng: int | jax.Array = None) -> TrainState:
+  """Initial train state. `rng`: int seed or PRNG key (default config.train.seed)."""
+  seed = config.train.seed if rng is None else rng
+  if not isinstance(seed, int):
+    seed = int(jax.random.randint(seed, (), 0, 2**31 - 1))
+  _, params = _graphdef_and_params(config, seed)
+  tx = make_optimizer(config)
+  return {"step": jnp.int32(0), "params": params, "opt_state": tx.init(params),
+          "rng": jax.random.key_data(jax.random.key(seed))}
+
+
+def abstract_train_state(config) -> TrainState:
+  return jax.eval_shape(lambda: create_train_state(config, config.train.seed))
+
+
+def make_train_step(config):
+  """Returns a jitted `train_step(state, batch) -> (state, metrics)`.
+
+  The state argument is donated: its buffers are reused for the new state.
+  """
+  graphdef, abstract_params = _abstract_split(config)
+  tx = make_optimizer(config)
+
+  def loss_fn(params, batch, rng):
+    model = model_from_params(graphdef, abstract_params, params)
+    return compute_loss(model, batch, rng, config)
+
+  def train_step(state: TrainState, batch):
+    rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
+    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state["params"], batch, rng)
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    metrics["grad_norm"] = optax.global_norm(grads)
+    new_state = {"step": state["step"] + 1, "params": params,
+                 "opt_state": opt_state, "rng": state["rng"]}
+    return new_state, metrics
+
+  return jax.jit(train_step, donate_argnums=0)
+
+
+# ---------------------------------------------------------------------------
+# Metrics sinks
+# ---------------------------------------------------------------------------
+class MetricWriter:
+  """JSON lines (metrics.jsonl) plus TensorBoard event files (tb/)."""
+
+  def __init__(self, workdir: str, enabled: bool = True):
+    self.enabled = enabled
+    if not enabled:
+      return
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.file = open(self.path, "a")
+    from tensorboardX import SummaryWriter
+    self.tb = SummaryWriter(os.path.join(workdir, "tb"))
+
+  def write(self, step: int, metrics: dict):
+    if not self.enabled:
+      return
+    row = {"step": int(step), **{k: float(v) for k, v in metrics.items()}}
+    self.file.write(json.dumps(row) + "\n")
+    self.file.flush()
+    for k, v in metrics.items():
+      self.tb.add_scalar(k, float(v), int(step))
+
+  def close(self):
+    if self.enabled:
+      self.file.close()
+      self.tb.close()
+
+
+# ---------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------
+def _to_device_batch(batch):
+  return {k: jnp.asarray(v) for k, v in batch.items()}
+
+
+def train_and_evaluate(config, workdir: str, *, data_iter=None,
+                       stop_at_step: int | None = None, progress: bool = True):
+  """Trains until config.train.steps (or `stop_at_step`, or max_minutes).
+
+  Returns the final train state. `data_iter` overrides the configured
+  pipeline (tests); it must offer get_state()/set_state().
+  """
+  validate_config(config)
+  os.makedirs(workdir, exist_ok=True)
+  is_main = jax.process_index() == 0
+  if is_main:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+
+  if data_iter is None:
+    from data_pipeline.pipeline import make_train_iter
+    data_iter = make_train_iter(config, process_index=jax.process_index(),
+                                process_count=jax.process_count())
+
+  ckpt = checkpointing.Checkpointer(workdir, keep=config.train.keep_checkpoints)
+  meta = checkpointing.structure_meta(config)
+  if ckpt.latest_step() is not None:
+    state, data_state = ckpt.restore(abstract_train_state(config), meta)
+    data_iter.set_state(data_state)
+    logging.info("Resumed from step %d in %s", int(state["step"]), workdir)
+  else:
+    state = create_train_state(config)
+    logging.info("Starting from scratch in %s", workdir)
+
+  train_step = make_train_step(config)
+  writer = MetricWriter(workdir, enabled=is_main)
+  tc = config.train
+  last = tc.steps if stop_at_step is None else min(tc.steps, stop_at_step)
+  step = int(state["step"])
+  t_start = t_log = time.time()
+  pending = []
+  bar = None
+  if progress and is_main:
+    from tqdm import tqdm
+    bar = tqdm(total=last, initial=step, desc=f"train {config.name}", unit="step")
+  try:
+    while step < last:
+      batch = _to_device_batch(next(data_iter))
+      state, metrics = train_step(state, batch)
+      step += 1
+      pending.append(metrics)
+      if bar is not None:
+        bar.update(1)
+      out_of_time = (tc.max_minutes > 0
+                     and time.time() - t_start > tc.max_minutes * 60)
+      if step % tc.log_every == 0 or step == last or out_of_time:
+        means = jax.tree_util.tree_map(lambda *x: float(np.mean(x)), *pending)
+        bad = [k for k, v in means.items() if not math.isfinite(v)]
+        if bad:
+          raise FloatingPointError(
+              f"non-finite {bad} in steps {step - len(pending) + 1}..{step}")
+        now = time.time()
+        means["steps_per_sec"] = len(pending) / max(now - t_log, 1e-9)
+        t_log = now
+        writer.write(step, means)
+        if bar is not None:
+          bar.set_postfix(loss=f"{means['loss']:.3f}",
+                          text=f"{means['text_loss']:.3f}",
+                          flow=f"{means['flow_loss']:.3f}")
+        pending = []
+      if step % tc.ckpt_every == 0 or step == last or out_of_time:
+        ckpt.save(step, state, data_iter.get_state(), meta)
+      if out_of_time:
+        logging.info("train.max_minutes=%s reached at step %d", tc.max_minutes, step)
+        break
+  finally:
+    if bar is not None:
+      bar.close()
+    ckpt.wait()
+    ckpt.close()
+    writer.close()
+  return state

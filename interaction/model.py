@@ -1,0 +1,200 @@
+"""The micro-turn interaction model: embedders, decoder stack, text and flow heads.
+
+`forward(batch)` is the teacher-forced training pass over whole episodes.
+The streaming session (interaction/streaming.py) drives the same modules one
+block or slot at a time through `embed_slots` and `backbone` with a KV cache;
+both paths build each slot's embedding with the same code, so with the
+invariant kernels they agree bit for bit.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from interaction import layout as lo
+from interaction.embedders import DMelEmbed, HMLPStem, SlotEmbedding
+from interaction.flow_head import FlowHead
+from interaction.layers import Dense, RMSNorm
+from interaction.layout import LayoutSpec, Stream
+from interaction.transformer import Block
+from pallas_kernels import numerics as nm
+
+
+def validate_config(config) -> LayoutSpec:
+  """Checks structure-defining fields before any work starts; returns the layout."""
+  spec = LayoutSpec.from_config(config.layout)
+  m = config.model
+  for name in ("d_model", "num_layers", "num_heads", "num_kv_heads", "head_dim",
+               "d_ff", "vocab_size", "time_embed_dim"):
+    if int(m[name]) <= 0:
+      raise ValueError(f"model.{name}: must be positive, got {m[name]}")
+  if m.ffn not in ("swiglu", "moe"):
+    raise ValueError(f"model.ffn: {m.ffn!r} is not 'swiglu' or 'moe'")
+  if m.time_embed_dim % 2:
+    raise ValueError(f"model.time_embed_dim: must be even, got {m.time_embed_dim}")
+  if m.head_dim % 2:
+    raise ValueError(f"model.head_dim: must be even for RoPE, got {m.head_dim}")
+  from data_pipeline.tokenizer import TOKENIZER
+  if m.vocab_size < TOKENIZER.vocab_size:
+    raise ValueError(f"model.vocab_size: {m.vocab_size} is smaller than the "
+                     f"tokenizer's {TOKENIZER.vocab_size}")
+  if m.ffn == "moe":
+    if not 0 < m.moe.top_k <= m.moe.num_experts:
+      raise ValueError(f"model.moe.top_k: {m.moe.top_k} must be in "
+                       f"[1, model.moe.num_experts={m.moe.num_experts}]")
+  nm.Numerics.from_config(m.kernels)  # raises on bad kernel fields
+  return spec
+
+
+class InteractionModel(nnx.Module):
+
+  def __init__(self, config, *, rngs: nnx.Rngs):
+    spec = validate_config(config)
+    cfg = config.model
+    self.spec = spec
+    self.numerics = nm.Numerics.from_config(cfg.kernels)
+    self.dtype = jnp.dtype(cfg.dtype)
+    d = cfg.d_model
+    pd = jnp.dtype(cfg.param_dtype)
+    num = self.numerics
+    self.dmel = DMelEmbed(spec, d, numerics=num, rngs=rngs, param_dtype=pd)
+    n_video = spec.count(Stream.VIDEO)
+    if n_video:
+      self.hmlp = HMLPStem(spec.patch, cfg.hmlp_factors, d, numerics=num,
+                           rngs=rngs, eps=cfg.norm_eps, param_dtype=pd)
+      init = nnx.initializers.normal(0.02)
+      self.patch_pos = nnx.Param(init(rngs.params(), (n_video, d), pd))
+      self.video_empty = nnx.Param(init(rngs.params(), (n_video, d), pd))
+    else:
+      self.hmlp = None
+      self.patch_pos = None
+      self.video_empty = None
+    self.text = nnx.Embed(cfg.vocab_size, d, rngs=rngs, param_dtype=pd)
+    self.slot = SlotEmbedding(d, cfg.time_embed_dim, numerics=num, rngs=rngs,
+                              param_dtype=pd)
+    self.blocks = nnx.List([
+        Block(cfg, use_moe=(cfg.ffn == "moe" and i >= cfg.first_dense_layers),
+              numerics=num, rngs=rngs)
+        for i in range(cfg.num_layers)])
+    self.final_norm = RMSNorm(d, eps=cfg.norm_eps, numerics=num, param_dtype=pd)
+    self.unembed = Dense(d, cfg.vocab_size, numerics=num, rngs=rngs,
+                         param_dtype=pd)
+    self.flow = FlowHead(d, spec.frames_per_position * spec.n_mels, cfg.flow,
+                         numerics=num, rngs=rngs, param_dtype=pd)
+    self.flow_steps = int(cfg.flow.num_steps)
+
+  # ---- embeddings ----------------------------------------------------------
+  def content(self, streams: dict) -> dict:
+    """Content embeddings {Stream: [B, T, n, d]} from raw per-turn stream arrays.
+
+    `streams` holds any subset of the batch-contract keys (see layout.py).
+    """
+    spec, dt = self.spec, self.dtype
+    out = {}
+    if "user_audio" in streams:
+      out[Stream.USER_AUDIO] = self.dmel(
+          lo.stack_audio_frames(spec, streams["user_audio"]), dt)
+    if "model_audio" in streams:
+      out[Stream.MODEL_AUDIO] = self.dmel(
+          lo.stack_audio_frames(spec, streams["model_audio"]), dt)
+    if spec.count(Stream.VIDEO) and "video" in streams:
+      out[Stream.VIDEO] = self.embed_video(streams["video"],
+                                           streams["video_present"])
+    for key, stream in (("user_text", Stream.USER_TEXT),
+                        ("background_text", Stream.BACKGROUND_TEXT),
+                        ("model_text", Stream.MODEL_TEXT)):
+      if key in streams:
+        out[stream] = self.text(streams[key]).astype(dt)
+    return out
+
+  def embed_video(self, frames, present):
+    """frames [B, T, H, W, 3], present bool [B, T] -> [B, T, P, d]."""
+    spec = self.spec
+    p = spec.patch
+    b, t, h, w, c = frames.shape
+    if (h, w) != (spec.video_height, spec.video_width):
+      raise ValueError(f"video frames are {h}x{w}, the layout says "
+                       f"{spec.video_height}x{spec.video_width}")
+    x = frames.reshape(b, t, h // p, p, w // p, p, c).transpose(0, 1, 2, 4, 3, 5, 6)
+    x = x.reshape(b, t, (h // p) * (w // p), p, p, c)
+    emb = self.hmlp(x, self.dtype) + self.patch_pos[...].astype(self.dtype)
+    empty = jnp.broadcast_to(self.video_empty[...].astype(self.dtype), emb.shape)
+    return jnp.where(present[:, :, None, None], emb, empty)
+
+  def embed_slots(self, content, stream_ids, seconds):
+    """content [B, N, d] + stream and time embeddings. seconds [B, N]."""
+    return self.slot.combine(content, stream_ids, seconds)
+
+  def embed_episode(self, batch, first_turn: int = 0):
+    """Whole-episode input sequence [B, T*slots, d] and RoPE positions [B, S]."""
+    spec = self.spec
+    x = lo.interleave(spec, self.content(batch))
+    b, t = batch["model_text"].shape[:2]
+    meta = spec.slot_meta(t, first_turn)
+    seconds = jnp.broadcast_to(jnp.asarray(meta["seconds"]), (b, x.shape[1]))
+    x = self.embed_slots(x, jnp.asarray(meta["stream_ids"]), seconds)
+    positions = jnp.broadcast_to(jnp.asarray(meta["positions"]), (b, x.shape[1]))
+    return x, positions
+
+  # ---- trunk and heads -----------------------------------------------------
+  def backbone(self, x, positions, cache=None, cache_offset=None):
+    """Runs the decoder stack. Returns (normed hidden, new cache, aux losses)."""
+    new_cache = [] if cache is not None else None
+    aux = {"load_balance_loss": jnp.float32(0), "z_loss": jnp.float32(0)}
+    for i, block in enumerate(self.blocks):
+      layer_cache = cache[i] if cache is not None else None
+      x, c, a = block(x, positions, layer_cache, cache_offset)
+      if new_cache is not None:
+        new_cache.append(c)
+      for k, v in a.items():
+        aux[k] = aux[k] + v
+    return self.final_norm(x), new_cache, aux
+
+  def text_logits(self, h):
+    return self.unembed(h)
+
+  def forward(self, batch):
+    """Teacher-forced pass. Returns text logits and the flow head's conditions.
+
+    text_logits [B, T, n_text, V]: the prediction of each model_text slot;
+    audio_cond [B, T, n_audio, d]: the hidden state that conditions the flow
+    head for each model_audio slot (the previous slot's output).
+    """
+    x, positions = self.embed_episode(batch)
+    h, _, aux = self.backbone(x, positions)
+    t = batch["model_text"].shape[1]
+    text_idx = self.spec.predictor_index(t, Stream.MODEL_TEXT)
+    audio_idx = self.spec.predictor_index(t, Stream.MODEL_AUDIO)
+    text_h = jnp.take(h, jnp.asarray(text_idx.reshape(-1)), axis=1)
+    audio_h = jnp.take(h, jnp.asarray(audio_idx.reshape(-1)), axis=1)
+    b, d = h.shape[0], h.shape[-1]
+    logits = self.text_logits(text_h).reshape(b, t, text_idx.shape[1], -1)
+    return {"text_logits": logits,
+            "audio_cond": audio_h.reshape(b, t, audio_idx.shape[1], d),
+            "aux": aux}
+
+  def init_cache(self, batch_size: int, capacity: int, dtype=None):
+    """Zeroed KV cache for `capacity` slots (a multiple of the split size)."""
+    cfg_dtype = dtype or self.dtype
+    blk = self.blocks[0].attn
+    shape = (batch_size, capacity, blk.hkv, blk.hd)
+    return [{"k": jnp.zeros(shape, cfg_dtype), "v": jnp.zeros(shape, cfg_dtype)}
+            for _ in self.blocks]
+
+
+def build_model(config, rngs: nnx.Rngs | int = 0) -> InteractionModel:
+  if isinstance(rngs, int):
+    rngs = nnx.Rngs(rngs)
+  return InteractionModel(config, rngs=rngs)
+
+
+def abstract_model(config):
+  """The model's structure and parameter shapes, allocating nothing."""
+  return nnx.eval_shape(lambda: InteractionModel(config, rngs=nnx.Rngs(0)))
+
+
+def count_params(tree) -> int:
+  return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(tree)))
