@@ -1,0 +1,156 @@
+"""Gather+GEMV MoE decode kernels: reference, XLA loop and Pallas.
+
+All three compute, for every token t,
+
+  y[t] = sum_j gates[t, j] * down_e(silu(x[t] @ w_gate[e]) * (x[t] @ w_up[e])),
+  e = expert_ids[t, j],
+
+with SwiGLU experts w_gate, w_up [E, d, f] and w_down [E, f, d]. There is no
+sort and no padding: each token reads only its own k experts' weights, which
+is what a decode step with a handful of tokens wants (kernels.md section 2:
+gpt-fast's MoE decode, Cursor's warp decode).
+
+Batch invariance by construction (the XLA and Pallas paths): every token is
+processed by the same fixed-shape computation (a [d] @ [d, f] gemv per slot,
+slots summed in order j = 0..k-1 into an f32 accumulator), looped over tokens,
+so a token's bits do not depend on how many tokens share the call or what they
+are. `gather_gemv_reference` is the plain jnp form (gather the weights with
+`jnp.take`, one einsum); it is the test oracle, not a fast path: it copies the
+weights into a [T, k, d, f] array (cpu_measurements.md).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+
+F32 = jnp.float32
+
+
+def check_inputs(x, expert_ids, gates, w_gate, w_up, w_down):
+  """Raises ValueError naming the argument whose shape does not fit."""
+  if x.ndim != 2:
+    raise ValueError(f"gather_gemv: x must be [T, d], got {x.shape}")
+  t, d = x.shape
+  if w_gate.ndim != 3 or w_gate.shape[1] != d:
+    raise ValueError(f"gather_gemv: w_gate must be [E, d={d}, f], got {w_gate.shape}")
+  e, _, f = w_gate.shape
+  if w_up.shape != w_gate.shape:
+    raise ValueError(f"gather_gemv: w_up {w_up.shape} != w_gate {w_gate.shape}")
+  if w_down.shape != (e, f, d):
+    raise ValueError(f"gather_gemv: w_down must be {(e, f, d)}, got {w_down.shape}")
+  if expert_ids.ndim != 2 or expert_ids.shape[0] != t:
+    raise ValueError(f"gather_gemv: expert_ids must be [T={t}, k], got {expert_ids.shape}")
+  if not jnp.issubdtype(expert_ids.dtype, jnp.integer):
+    raise ValueError(f"gather_gemv: expert_ids must be integer, got {expert_ids.dtype}")
+  if gates.shape != expert_ids.shape:
+    raise ValueError(f"gather_gemv: gates {gates.shape} != expert_ids {expert_ids.shape}")
+
+
+def gather_gemv_reference(x, expert_ids, gates, w_gate, w_up, w_down):
+  """Pure-jnp oracle (gpt-fast's form): gather [T, k, ...] weights, einsum."""
+  check_inputs(x, expert_ids, gates, w_gate, w_up, w_down)
+  wg = jnp.take(w_gate, expert_ids, axis=0)   # [T, k, d, f]
+  wu = jnp.take(w_up, expert_ids, axis=0)
+  wd = jnp.take(w_down, expert_ids, axis=0)   # [T, k, f, d]
+  h = jax.nn.silu(jnp.einsum("td,tkdf->tkf", x, wg, preferred_element_type=F32))
+  h = h * jnp.einsum("td,tkdf->tkf", x, wu, preferred_element_type=F32)
+  out = jnp.einsum("tkf,tkfd->tkd", h.astype(w_down.dtype), wd,
+                   preferred_element_type=F32)
+  return jnp.einsum("tkd,tk->td", out, gates.astype(F32)).astype(x.dtype)
+
+
+def _token_ffn(x_t, ids_t, gates_t, w_gate, w_up, w_down):
+  """One token: scan the k slots in order, one expert's weights at a time.
+
+  Indexing one expert with a traced id reads its [d, f] slab in place; no
+  [k, d, f] copy is made (cpu_measurements.md: 9-14 GB/s on CPU).
+  """
+  def slot(acc, j):
+    e = ids_t[j]
+    wg = jax.lax.dynamic_index_in_dim(w_gate, e, axis=0, keepdims=False)
+    wu = jax.lax.dynamic_index_in_dim(w_up, e, axis=0, keepdims=False)
+    wd = jax.lax.dynamic_index_in_dim(w_down, e, axis=0, keepdims=False)
+    h = jax.nn.silu(jnp.dot(x_t, wg, preferred_element_type=F32))
+    h = h * jnp.dot(x_t, wu, preferred_element_type=F32)
+    out = jnp.dot(h.astype(w_down.dtype), wd, preferred_element_type=F32)
+    return acc + gates_t[j].astype(F32) * out, None
+
+  acc0 = jnp.zeros((x_t.shape[-1],), F32)
+  acc, _ = jax.lax.scan(slot, acc0, jnp.arange(ids_t.shape[0]))
+  return acc
+
+
+def gather_gemv_xla(x, expert_ids, gates, w_gate, w_up, w_down):
+  """XLA path: lax.map over tokens, lax.scan over the k slots."""
+  check_inputs(x, expert_ids, gates, w_gate, w_up, w_down)
+  fn = functools.partial(_token_ffn, w_gate=w_gate, w_up=w_up, w_down=w_down)
+  y = jax.lax.map(lambda a: fn(*a), (x, expert_ids.astype(jnp.int32), gates))
+  return y.astype(x.dtype)
+
+
+# ---------------------------------------------------------------------------
+# Pallas: expert ids are scalar-prefetch operands that drive the weights'
+# BlockSpec index maps, so each grid step DMAs exactly one expert's tile.
+# Grid (T, k, f // block_f): the k and f axes are reductions into one output
+# row, visited in a fixed order, so the result is batch-invariant.
+# ---------------------------------------------------------------------------
+def _pallas_kernel(ids_ref, x_ref, gates_ref, wg_ref, wu_ref, wd_ref, o_ref, acc_ref):
+  del ids_ref  # only used by the index maps
+  j = pl.program_id(1)
+  fi = pl.program_id(2)
+
+  @pl.when((j == 0) & (fi == 0))
+  def _():
+    acc_ref[...] = jnp.zeros_like(acc_ref)
+
+  x = x_ref[...]                                    # [1, d]
+  h = jax.nn.silu(jnp.dot(x, wg_ref[0], preferred_element_type=F32))
+  h = h * jnp.dot(x, wu_ref[0], preferred_element_type=F32)   # [1, bf]
+  out = jnp.dot(h.astype(wd_ref.dtype), wd_ref[0], preferred_element_type=F32)
+  gate = gates_ref[0, j].astype(F32)
+  acc_ref[...] += gate * out
+
+  @pl.when((j == pl.num_programs(1) - 1) & (fi == pl.num_programs(2) - 1))
+  def _():
+    o_ref[...] = acc_ref[...].astype(o_ref.dtype)
+
+
+def gather_gemv_pallas(x, expert_ids, gates, w_gate, w_up, w_down, *,
+                       block_f: int | None = None, interpret: bool | None = None):
+  """Pallas path. block_f tiles the hidden width (default: all of it)."""
+  check_inputs(x, expert_ids, gates, w_gate, w_up, w_down)
+  from jax.experimental.pallas import tpu as pltpu  # PrefetchScalarGridSpec
+
+  t, d = x.shape
+  num_experts, _, f = w_gate.shape
+  k = expert_ids.shape[1]
+  block_f = f if block_f is None else int(block_f)
+  if block_f <= 0 or f % block_f:
+    raise ValueError(f"gather_gemv_pallas: block_f={block_f} must divide d_ff={f}")
+  if interpret is None:
+    interpret = jax.default_backend() != "gpu"
+  ids = jnp.clip(expert_ids.astype(jnp.int32), 0, num_experts - 1).reshape(-1)
+
+  grid_spec = pltpu.PrefetchScalarGridSpec(
+      num_scalar_prefetch=1,
+      grid=(t, k, f // block_f),
+      in_specs=[
+          pl.BlockSpec((1, d), lambda ti, j, fi, ids: (ti, 0)),
+          pl.BlockSpec((1, k), lambda ti, j, fi, ids: (ti, 0)),
+          pl.BlockSpec((1, d, block_f), lambda ti, j, fi, ids: (ids[ti * k + j], 0, fi)),
+          pl.BlockSpec((1, d, block_f), lambda ti, j, fi, ids: (ids[ti * k + j], 0, fi)),
+          pl.BlockSpec((1, block_f, d), lambda ti, j, fi, ids: (ids[ti * k + j], fi, 0)),
+      ],
+      out_specs=pl.BlockSpec((1, d), lambda ti, j, fi, ids: (ti, 0)),
+      scratch_shapes=[pltpu.VMEM((1, d), F32)],
+  )
+  return pl.pallas_call(
+      _pallas_kernel,
+      grid_spec=grid_spec,
+      out_shape=jax.ShapeDtypeStruct((t, d), x.dtype),
+      interpret=interpret,
+  )(ids, x, gates.astype(F32), w_gate, w_up, w_down)

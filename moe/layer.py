@@ -1,0 +1,245 @@
+"""The MoE feed-forward layer (SwiGLU experts) with one `impl` switch.
+
+  y, aux = MoE(d_model, config.model.moe, numerics=..., rngs=...)(x)
+
+x [B, S, d] -> y [B, S, d]; aux = {"load_balance_loss", "z_loss"}, unweighted
+f32 scalars (see moe/router.py). Routed experts: w_gate, w_up [E, d, f] and
+w_down [E, f, d]; cfg.num_shared_experts shared experts of width cfg.d_ff are
+always active (stored fused as one SwiGLU of width num_shared * d_ff, which is
+the same function as their sum).
+
+impl (cfg.impl):
+  'loop'        reference: a Python loop over experts, each run densely on all
+                tokens and weighted by its (mostly zero) gate.
+  'dense'       every expert on every token in one einsum, masked by the gates.
+  'ragged_dot'  tokens sorted by expert, grouped GEMM with jax.lax.ragged_dot
+                (on CPU XLA lowers it by masking each group densely).
+  'gather_gemv' per token, gemvs against its k experts' weights
+                (moe/gather_gemv.py); batch-invariant by construction.
+  'auto'        gather_gemv at or below cfg.auto_threshold tokens per call,
+                ragged_dot above. With numerics.invariant it is gather_gemv at
+                every token count, so a token's output never depends on how
+                many tokens share the call (DESIGN.md section 5).
+
+Which gather_gemv kernel runs: cfg.gemv_kernel if the config has it
+('xla' | 'pallas' | 'triton'), else numerics.impl ('xla' | 'pallas').
+
+Expert parallelism: the routed weights carry the sharding names
+('expert', None, None) on their leading E axis (nnx `out_sharding`
+metadata); `nnx.get_partition_spec(nnx.state(model))` turns them into
+PartitionSpecs. They are applied eagerly only when a mesh with an 'expert'
+axis is active at construction (jax.set_mesh); the token exchange is the
+scale-out issue's job.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from moe import gather_gemv as gg
+from moe import router as router_lib
+from pallas_kernels import numerics as numerics_lib
+
+IMPLS = ("auto", "loop", "dense", "ragged_dot", "gather_gemv")
+GEMV_KERNELS = ("xla", "pallas", "triton")
+EXPERT_AXIS = "expert"
+F32 = jnp.float32
+
+
+def expert_param_count(d_model: int, cfg) -> int:
+  """Parameters of ONE routed expert (SwiGLU: gate, up and down)."""
+  return 3 * int(d_model) * int(cfg.d_ff)
+
+
+def shared_param_count(d_model: int, cfg) -> int:
+  """Parameters of all shared experts together."""
+  return int(cfg.num_shared_experts) * expert_param_count(d_model, cfg)
+
+
+def router_param_count(d_model: int, cfg) -> int:
+  return int(d_model) * int(cfg.num_experts)
+
+
+def layer_param_counts(d_model: int, cfg) -> dict:
+  """Total and active (per token) parameters of one MoE layer."""
+  routed = int(cfg.num_experts) * expert_param_count(d_model, cfg)
+  active_routed = int(cfg.top_k) * expert_param_count(d_model, cfg)
+  fixed = shared_param_count(d_model, cfg) + router_param_count(d_model, cfg)
+  return {"total": routed + fixed, "active": active_routed + fixed}
+
+
+def resolve_impl(impl: str, num_tokens: int, auto_threshold: int,
+                 numerics: numerics_lib.Numerics) -> str:
+  """The concrete impl that `auto` (or an explicit choice) runs for a call."""
+  if impl not in IMPLS:
+    raise ValueError(f"moe.impl: {impl!r} is not one of {IMPLS}")
+  if impl != "auto":
+    return impl
+  if numerics.invariant or num_tokens <= auto_threshold:
+    return "gather_gemv"
+  return "ragged_dot"
+
+
+def _swiglu(x, w_gate, w_up, w_down):
+  """x [..., d] through one expert (plain XLA, f32 accumulation)."""
+  h = jax.nn.silu(jnp.dot(x, w_gate, preferred_element_type=F32))
+  h = h * jnp.dot(x, w_up, preferred_element_type=F32)
+  return jnp.dot(h.astype(w_down.dtype), w_down, preferred_element_type=F32)
+
+
+def ffn_loop(x, routing, w_gate, w_up, w_down):
+  """Reference: loop over experts; expert e sees all tokens, weighted by its gate."""
+  num_experts = w_gate.shape[0]
+  combine = router_lib.combine_weights(routing, num_experts)      # [T, E]
+  y = jnp.zeros(x.shape, F32)
+  for e in range(num_experts):
+    y = y + combine[:, e:e + 1] * _swiglu(x, w_gate[e], w_up[e], w_down[e])
+  return y
+
+
+def ffn_dense(x, routing, w_gate, w_up, w_down):
+  """Every expert on every token at once, masked by the [T, E] gates."""
+  combine = router_lib.combine_weights(routing, w_gate.shape[0])
+  h = jax.nn.silu(jnp.einsum("td,edf->tef", x, w_gate, preferred_element_type=F32))
+  h = h * jnp.einsum("td,edf->tef", x, w_up, preferred_element_type=F32)
+  out = jnp.einsum("tef,efd->ted", h.astype(w_down.dtype), w_down,
+                   preferred_element_type=F32)
+  return jnp.einsum("ted,te->td", out, combine)
+
+
+def ffn_ragged_dot(x, routing, w_gate, w_up, w_down):
+  """Dropless grouped GEMM: sort the T*k token-slots by expert, ragged_dot."""
+  num_tokens, k = routing.expert_ids.shape
+  num_experts = w_gate.shape[0]
+  flat_ids = routing.expert_ids.reshape(-1)
+  order = jnp.argsort(flat_ids, stable=True)                  # slot order by expert
+  xs = jnp.take(x, order // k, axis=0)                        # [T*k, d]
+  group_sizes = jnp.bincount(flat_ids, length=num_experts).astype(jnp.int32)
+  h = jax.nn.silu(jax.lax.ragged_dot(xs, w_gate, group_sizes, preferred_element_type=F32))
+  h = h * jax.lax.ragged_dot(xs, w_up, group_sizes, preferred_element_type=F32)
+  out = jax.lax.ragged_dot(h.astype(w_down.dtype), w_down, group_sizes,
+                           preferred_element_type=F32)        # [T*k, d], sorted
+  out = jnp.zeros_like(out).at[order].set(out, unique_indices=True)
+  out = out.reshape(num_tokens, k, -1)
+  return jnp.einsum("tkd,tk->td", out, routing.gates)
+
+
+def ffn_gather_gemv(x, routing, w_gate, w_up, w_down, *, kernel: str = "xla",
+                    interpret: bool | None = None):
+  if kernel == "xla":
+    return gg.gather_gemv_xla(x, routing.expert_ids, routing.gates, w_gate, w_up, w_down)
+  if kernel == "pallas":
+    return gg.gather_gemv_pallas(x, routing.expert_ids, routing.gates, w_gate, w_up,
+                                 w_down, interpret=interpret)
+  if kernel == "triton":
+    from moe import triton_gather_gemv
+    return triton_gather_gemv.gather_gemv_triton(
+        x, routing.expert_ids, routing.gates, w_gate, w_up, w_down)
+  raise ValueError(f"moe.gemv_kernel: {kernel!r} is not one of {GEMV_KERNELS}")
+
+
+def _expert_param(key, shape, fan_in, dtype):
+  """nnx.Param with the 'expert' sharding name on its leading axis."""
+  value = jax.random.normal(key, shape, F32) * (fan_in ** -0.5)
+  try:
+    mesh_axes = jax.sharding.get_abstract_mesh().axis_names
+  except Exception:  # pylint: disable=broad-except  # no mesh API/context
+    mesh_axes = ()
+  return nnx.Param(value.astype(dtype), out_sharding=(EXPERT_AXIS, None, None),
+                   eager_sharding=EXPERT_AXIS in (mesh_axes or ()))
+
+
+class MoE(nnx.Module):
+  """Routed SwiGLU experts plus optional shared experts."""
+
+  def __init__(self, d_model: int, cfg, *, numerics: numerics_lib.Numerics,
+               rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32):
+    num_experts, top_k, d_ff = int(cfg.num_experts), int(cfg.top_k), int(cfg.d_ff)
+    if d_model <= 0:
+      raise ValueError(f"MoE: d_model must be positive, got {d_model}")
+    if num_experts <= 0:
+      raise ValueError(f"moe.num_experts: must be positive, got {num_experts}")
+    if not 1 <= top_k <= num_experts:
+      raise ValueError(f"moe.top_k: {top_k} must be in [1, num_experts={num_experts}]")
+    if d_ff <= 0:
+      raise ValueError(f"moe.d_ff: must be positive, got {d_ff}")
+    if int(cfg.num_shared_experts) < 0:
+      raise ValueError(f"moe.num_shared_experts: must be >= 0, got {cfg.num_shared_experts}")
+    if cfg.gating not in router_lib.GATINGS:
+      raise ValueError(f"moe.gating: {cfg.gating!r} is not one of {router_lib.GATINGS}")
+    if cfg.impl not in IMPLS:
+      raise ValueError(f"moe.impl: {cfg.impl!r} is not one of {IMPLS}")
+    gemv_kernel = str(cfg.get("gemv_kernel", numerics.impl))
+    if gemv_kernel not in GEMV_KERNELS:
+      raise ValueError(f"moe.gemv_kernel: {gemv_kernel!r} is not one of {GEMV_KERNELS}")
+
+    self.d_model, self.num_experts, self.top_k, self.d_ff = d_model, num_experts, top_k, d_ff
+    self.num_shared = int(cfg.num_shared_experts)
+    self.gating = str(cfg.gating)
+    self.impl = str(cfg.impl)
+    self.auto_threshold = int(cfg.auto_threshold)
+    self.router_dtype = jnp.dtype(str(cfg.router_dtype))
+    self.gemv_kernel = gemv_kernel
+    self.numerics = numerics
+    self.dtype = dtype
+
+    self.w_router = nnx.Param(
+        (jax.random.normal(rngs.params(), (d_model, num_experts), F32)
+         * d_model ** -0.5).astype(param_dtype))
+    self.w_gate = _expert_param(rngs.params(), (num_experts, d_model, d_ff), d_model,
+                                param_dtype)
+    self.w_up = _expert_param(rngs.params(), (num_experts, d_model, d_ff), d_model,
+                              param_dtype)
+    self.w_down = _expert_param(rngs.params(), (num_experts, d_ff, d_model), d_ff,
+                                param_dtype)
+    if self.num_shared:
+      width = self.num_shared * d_ff
+      init = lambda shape, fan_in: nnx.Param(
+          (jax.random.normal(rngs.params(), shape, F32) * fan_in ** -0.5).astype(param_dtype))
+      self.shared_gate = init((d_model, width), d_model)
+      self.shared_up = init((d_model, width), d_model)
+      self.shared_down = init((width, d_model), d_ff)
+
+  def route(self, x2d):
+    """Router logits through numerics.matmul (invariant in invariant mode)."""
+    logits = numerics_lib.matmul(x2d.astype(self.router_dtype),
+                                 self.w_router[...].astype(self.router_dtype),
+                                 self.numerics)
+    return router_lib.route(logits, self.top_k, self.gating)
+
+  def routed(self, x2d, routing, impl: str):
+    w = (self.w_gate[...].astype(self.dtype), self.w_up[...].astype(self.dtype),
+         self.w_down[...].astype(self.dtype))
+    if impl == "loop":
+      return ffn_loop(x2d, routing, *w)
+    if impl == "dense":
+      return ffn_dense(x2d, routing, *w)
+    if impl == "ragged_dot":
+      return ffn_ragged_dot(x2d, routing, *w)
+    if impl == "gather_gemv":
+      return ffn_gather_gemv(x2d, routing, *w, kernel=self.gemv_kernel,
+                             interpret=self.numerics.interpret)
+    raise ValueError(f"moe.impl: {impl!r} is not one of {IMPLS}")
+
+  def shared(self, x2d):
+    mm = lambda a, w: numerics_lib.matmul(a, w[...].astype(self.dtype), self.numerics)
+    g = mm(x2d, self.shared_gate).astype(F32)
+    u = mm(x2d, self.shared_up).astype(F32)
+    h = (jax.nn.silu(g) * u).astype(self.dtype)
+    return mm(h, self.shared_down).astype(F32)
+
+  def __call__(self, x, *, impl: str | None = None):
+    """x [B, S, d] -> (y [B, S, d], aux). `impl` overrides cfg.impl for this call."""
+    if x.ndim != 3 or x.shape[-1] != self.d_model:
+      raise ValueError(f"MoE: x must be [B, S, d_model={self.d_model}], got {x.shape}")
+    b, s, d = x.shape
+    x2d = x.reshape(b * s, d).astype(self.dtype)
+    routing = self.route(x2d)
+    resolved = resolve_impl(impl or self.impl, b * s, self.auto_threshold, self.numerics)
+    y = self.routed(x2d, routing, resolved)
+    if self.num_shared:
+      y = y + self.shared(x2d)
+    aux = {"load_balance_loss": routing.load_balance_loss, "z_loss": routing.z_loss}
+    return y.astype(self.dtype).reshape(b, s, d), aux
