@@ -77,3 +77,10 @@ class ByteTokenizer:
 
 
 TOKENIZER = ByteTokenizer()
+
+
+def encode_event(text: str) -> list[int]:
+  """Token ids of one text event: a special token name maps to its id, else bytes."""
+  if text in SPECIAL_TOKENS:
+    return [TOKENIZER.special_id(text)]
+  return TOKENIZER.encode(text)
