@@ -161,5 +161,14 @@ def attention(q, k, v, *, q_offset, kv_len, numerics: Numerics = DEFAULT):
   if not numerics.invariant:
     return _attention_default(q, k, v, q_offset, kv_len)
   from pallas_kernels import split_kv_attention
+  skv, split = k.shape[1], numerics.split_size
+  if skv == q.shape[1] and skv % split:
+    # A whole sequence attending to itself (the training forward) is not a
+    # cache, so its length need not be a multiple of the split: pad K/V with
+    # masked slots. Masked splits are exact no-ops, so this gives the same
+    # bits as a cache of the rounded-up capacity. A real cache of a bad
+    # capacity still raises in split_kv_attention.
+    pad = ((0, 0), (0, -skv % split), (0, 0), (0, 0))
+    k, v = jnp.pad(k, pad), jnp.pad(v, pad)
   return split_kv_attention.attention(q, k, v, q_offset=q_offset, kv_len=kv_len,
                                       numerics=numerics)

@@ -181,3 +181,15 @@ def test_bad_input_raises_naming_the_argument():
     attn(q, k, v[:, :16])
   with pytest.raises(ValueError, match="split_size"):
     ska.kv_tile(12)
+
+
+def test_numerics_pads_a_whole_sequence_but_not_a_cache():
+  """Training forward (Sq == Skv, any length) == the same tokens in a cache."""
+  q, k, v = _qkv(0, 2, 20, 32)
+  num = _inv("xla")
+  whole = np.asarray(nm.attention(q, k[:, :20], v[:, :20], q_offset=0, kv_len=20,
+                                  numerics=num))
+  cached = _run(num, q, k, v, 0, 20)
+  np.testing.assert_array_equal(whole, cached)
+  with pytest.raises(ValueError, match="split_size"):
+    nm.attention(q[:, :1], k[:, :20], v[:, :20], q_offset=0, kv_len=1, numerics=num)
