@@ -1,0 +1,129 @@
+"""Benchmark: the cost of the invariant kernels on CPU.
+
+  python -m experiments.bench kernels [--turns=50] [--batch=4] [--rounds=5]
+      [--block_rows=8,64] [--cache_lengths=1024,8192,32768]
+
+(a) Forward of the `demo` model (experiments/configs/demo.py, teacher-forced
+    over `--turns` micro-turns, random tokens by the layout contract) with
+    kernels.mode='default' vs 'invariant' (XLA path), same parameters, timed
+    round-robin in one run; one invariant variant per `--block_rows` value.
+(b) One-token decode attention at the demo's head shapes against a full cache
+    of each length: split-KV (invariant XLA path) vs plain jnp attention
+    (the 'default' mode's einsum softmax).
+
+Prints a table, then one JSON line: `*_ms` medians and `*_ratio` values
+(invariant / default; above 1 is overhead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments.bench import common
+from pallas_kernels import numerics as nm
+
+
+def _random_batch(spec, b, t, rng):
+  """A training batch by the layout contract (interaction/layout.py)."""
+  from data_pipeline.tokenizer import TOKENIZER
+  f, mels = spec.frames_per_turn, spec.n_mels
+  vocab = TOKENIZER.vocab_size
+  batch = {
+      "user_audio": rng.integers(0, spec.dmel_bins, (b, t, f, mels)),
+      "model_audio": rng.integers(0, spec.dmel_bins, (b, t, f, mels)),
+      "model_mel": rng.standard_normal((b, t, f, mels)).astype(np.float32),
+      "user_text": rng.integers(0, vocab, (b, t, 2)),
+      "background_text": rng.integers(0, vocab, (b, t, 2)),
+      "model_text": rng.integers(0, vocab, (b, t, 2)),
+      "turn_mask": np.ones((b, t), bool),
+  }
+  return {k: jnp.asarray(v.astype(np.int32) if v.dtype == np.int64 else v)
+          for k, v in batch.items()}
+
+
+def _model_forward_fns(turns, batch_size, block_rows_list):
+  from flax import nnx
+  from experiments.configs import demo
+  from interaction import model as model_lib
+
+  config = demo.get_config()
+  spec = model_lib.validate_config(config)
+  batch = _random_batch(spec, batch_size, turns, np.random.default_rng(0))
+  fns, state = {}, None
+  variants = [("default", None)] + [("invariant", br) for br in block_rows_list]
+  for mode, block_rows in variants:
+    config.model.kernels.mode = mode
+    if block_rows:
+      config.model.kernels.block_rows = block_rows
+    model = model_lib.build_model(config, rngs=0)
+    graphdef, this_state = nnx.split(model)
+    state = this_state if state is None else state  # one set of parameters
+    fwd = jax.jit(lambda st, bt, g=graphdef: nnx.merge(g, st).forward(bt)["text_logits"])
+    name = "default" if mode == "default" else f"invariant_br{block_rows}"
+    fns[name] = (lambda f=fwd: f(state, batch))
+  seq = turns * spec.slots_per_turn if hasattr(spec, "slots_per_turn") else None
+  return fns, config, seq
+
+
+def _decode_fns(cache_len, hq, hkv, d, split, block_q):
+  rng = np.random.default_rng(cache_len)
+  q = jnp.asarray(rng.standard_normal((1, 1, hq, d)), jnp.float32)
+  k = jnp.asarray(rng.standard_normal((1, cache_len, hkv, d)), jnp.float32)
+  v = jnp.asarray(rng.standard_normal((1, cache_len, hkv, d)), jnp.float32)
+  pos = jnp.array([cache_len - 1], jnp.int32)
+  fns = {}
+  for mode in ("default", "invariant"):
+    numerics = nm.Numerics(mode=mode, split_size=split, block_q=block_q)
+    f = jax.jit(lambda q, k, v, p, n=numerics: nm.attention(
+        q, k, v, q_offset=p, kv_len=p + 1, numerics=n))
+    fns[mode] = (lambda f=f: f(q, k, v, pos))
+  return fns
+
+
+def main(argv):
+  parser = argparse.ArgumentParser(prog="python -m experiments.bench kernels")
+  parser.add_argument("--turns", type=int, default=50)
+  parser.add_argument("--batch", type=int, default=4)
+  parser.add_argument("--rounds", type=int, default=5)
+  parser.add_argument("--block_rows", default="8,64")
+  parser.add_argument("--cache_lengths", default="1024,8192,32768")
+  parser.add_argument("--skip_model", action="store_true")
+  args = parser.parse_args(argv)
+  block_rows_list = [int(x) for x in args.block_rows.split(",") if x]
+  figures = {"machine": common.machine()}
+
+  if not args.skip_model:
+    fns, config, _ = _model_forward_fns(args.turns, args.batch, block_rows_list)
+    med = common.interleaved_medians(fns, rounds=args.rounds, inner=1)
+    print(f"(a) demo forward, batch {args.batch} x {args.turns} turns")
+    for name, ms in med.items():
+      print(f"  {name:22s} {ms:9.1f} ms  ratio {ms / med['default']:.3f}")
+      figures[f"demo_forward_{name}_ms"] = round(ms, 2)
+      if name != "default":
+        figures[f"demo_forward_{name}_ratio"] = round(ms / med["default"], 4)
+    best = min(v for k, v in med.items() if k != "default")
+    figures["demo_forward_invariant_best_ratio"] = round(best / med["default"], 4)
+  else:
+    from experiments.configs import demo
+    config = demo.get_config()
+
+  m = config.model
+  print(f"(b) decode attention, Hq {m.num_heads} Hkv {m.num_kv_heads} D {m.head_dim}"
+        f" split {m.kernels.split_size} block_q {m.kernels.block_q}")
+  for length in [int(x) for x in args.cache_lengths.split(",") if x]:
+    fns = _decode_fns(length, m.num_heads, m.num_kv_heads, m.head_dim,
+                      m.kernels.split_size, m.kernels.block_q)
+    med = common.interleaved_medians(fns, rounds=max(args.rounds, 5), inner=5)
+    ratio = med["invariant"] / med["default"]
+    print(f"  cache {length:6d}: split-KV {med['invariant']:8.3f} ms  plain "
+          f"{med['default']:8.3f} ms  ratio {ratio:.3f}")
+    figures[f"decode_{length}_splitkv_ms"] = round(med["invariant"], 4)
+    figures[f"decode_{length}_plain_ms"] = round(med["default"], 4)
+    figures[f"decode_{length}_ratio"] = round(ratio, 4)
+  common.emit(figures)
+  return 0
