@@ -75,7 +75,7 @@ def write_episode(directory, ep: Episode) -> pathlib.Path:
   features.write_wav(d / "model.wav", ep.model_audio, ep.sample_rate)
   video = None
   if ep.video is not None:
-    np.savez(d / "video.npz", frames=np.asarray(ep.video, np.uint8),
+    np.savez_compressed(d / "video.npz", frames=np.asarray(ep.video, np.uint8),
              fps=np.float64(ep.video_fps))
     video = {"file": "video.npz", "fps": float(ep.video_fps),
              "num_frames": int(ep.video.shape[0]),

@@ -1,0 +1,182 @@
+"""espeak-ng speech with word timings, through the C library (ctypes).
+
+Why not the `espeak-ng` command: it cannot report where words start, and the
+ground truth of several families (CueSpeak cue words, the model's word-timed
+text stream) needs exactly that. The library's synchronous mode hands back
+audio plus WORD events with their sample positions, in-process and without a
+fork per phrase. There is no maintained Python binding of libespeak-ng on PyPI
+that exposes these events, hence this small wrapper.
+
+Install: `apt-get install espeak-ng` (Debian/Ubuntu; it pulls libespeak-ng1).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import dataclasses
+import threading
+
+import librosa
+import numpy as np
+
+INSTALL_HINT = ("espeak-ng is not installed (libespeak-ng.so.1 not found). "
+                "Install it with `sudo apt-get install -y espeak-ng` (Debian/"
+                "Ubuntu) or `brew install espeak-ng` (macOS), then retry.")
+
+# Voice sets: training and held-out evaluation never share an accent+variant.
+TRAIN_VOICES = tuple(f"{a}+{v}" for a in ("en-us", "en", "en-gb-x-rp", "en-029")
+                     for v in ("m1", "m2", "m3", "m7", "f1", "f2", "f3"))
+HELDOUT_VOICES = tuple(f"{a}+{v}" for a in ("en-gb-scotland", "en-us-nyc",
+                                             "en-gb-x-gbclan", "en-gb-x-gbcwmd")
+                       for v in ("m4", "m5", "m6", "f4", "f5"))
+
+
+class EspeakNotFound(RuntimeError):
+  pass
+
+
+_EVENT_WORD, _EVENT_END_LIST = 1, 0
+_AUDIO_OUTPUT_SYNCHRONOUS = 2
+_POS_CHARACTER = 1
+_CHARS_UTF8 = 1
+_RATE, _VOLUME, _PITCH, _RANGE, _WORDGAP = 1, 2, 3, 4, 7
+
+
+class _Event(ctypes.Structure):
+  _fields_ = [("type", ctypes.c_int), ("unique_identifier", ctypes.c_uint),
+              ("text_position", ctypes.c_int), ("length", ctypes.c_int),
+              ("audio_position", ctypes.c_int), ("sample", ctypes.c_int),
+              ("user_data", ctypes.c_void_p), ("id", ctypes.c_char * 8)]
+
+
+_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short),
+                             ctypes.c_int, ctypes.POINTER(_Event))
+
+
+@dataclasses.dataclass
+class Speech:
+  """Synthesized speech at `sample_rate`: wave trimmed to the first/last voiced sample."""
+  wave: np.ndarray                 # f32 [n]
+  sample_rate: int
+  words: list                      # [{"text", "t_start", "t_end"}] seconds within `wave`
+  text: str
+
+  @property
+  def duration(self) -> float:
+    return len(self.wave) / self.sample_rate
+
+
+class _Engine:
+  """One libespeak-ng per process; calls are serialised (the library is not reentrant)."""
+
+  def __init__(self):
+    name = ctypes.util.find_library("espeak-ng") or "libespeak-ng.so.1"
+    try:
+      self.lib = ctypes.CDLL(name)
+    except OSError:
+      raise EspeakNotFound(INSTALL_HINT) from None
+    self.lib.espeak_Initialize.restype = ctypes.c_int
+    self.rate = self.lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 200, None, 0)
+    if self.rate <= 0:
+      raise EspeakNotFound(INSTALL_HINT + " (espeak_Initialize failed: its "
+                           "data files may be missing)")
+    self.lock = threading.Lock()
+    self._chunks: list[np.ndarray] = []
+    self._words: list[tuple[int, int, int]] = []
+    self._cb = _CALLBACK(self._on_audio)  # kept alive: the library holds the pointer
+    self.lib.espeak_SetSynthCallback(self._cb)
+    self.lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+
+  def _on_audio(self, wav, n, events):
+    if n > 0:
+      self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
+    i = 0
+    while events[i].type != _EVENT_END_LIST:
+      e = events[i]
+      if e.type == _EVENT_WORD:
+        self._words.append((e.text_position, e.length, e.sample))
+      i += 1
+    return 0
+
+  def synth(self, text: str, voice: str, rate: int, pitch: int, pitch_range: int):
+    with self.lock:
+      if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
+        raise ValueError(f"espeak-ng voice {voice!r} is not available")
+      for param, value in ((_RATE, rate), (_PITCH, pitch), (_RANGE, pitch_range),
+                           (_VOLUME, 100), (_WORDGAP, 0)):
+        self.lib.espeak_SetParameter(param, int(value), 0)
+      self._chunks, self._words = [], []
+      data = text.encode("utf-8") + b"\0"
+      err = self.lib.espeak_Synth(data, len(data), 0, _POS_CHARACTER, 0, _CHARS_UTF8,
+                                  None, None)
+      self.lib.espeak_Synchronize()
+      if err != 0:
+        raise RuntimeError(f"espeak_Synth failed ({err}) for {text!r}")
+      wave = (np.concatenate(self._chunks) if self._chunks
+              else np.zeros(0, np.int16)).astype(np.float32) / 32768.0
+      return wave, list(self._words)
+
+
+_ENGINE: _Engine | None = None
+
+
+def engine() -> _Engine:
+  global _ENGINE
+  if _ENGINE is None:
+    _ENGINE = _Engine()
+  return _ENGINE
+
+
+def check_available() -> None:
+  """Raises EspeakNotFound (with the install command) if espeak-ng is missing."""
+  engine()
+
+
+def _voiced_bounds(wave: np.ndarray, sr: int, thresh_db: float = -45.0):
+  """First and last sample of 5 ms frames within thresh_db of the loudest frame."""
+  hop = max(1, sr // 200)
+  n = len(wave) // hop
+  if n == 0:
+    return 0, 0
+  rms = np.sqrt(np.mean(wave[:n * hop].reshape(n, hop) ** 2, axis=1) + 1e-12)
+  on = np.nonzero(20 * np.log10(rms / rms.max()) > thresh_db)[0]
+  if not len(on):
+    return 0, 0
+  return on[0] * hop, min(len(wave), (on[-1] + 1) * hop)
+
+
+def synthesize(text: str, *, voice: str = "en-us", rate: int = 160, pitch: int = 50,
+               pitch_range: int = 50, sample_rate: int = 16000,
+               level: float = 0.3) -> Speech:
+  """Speech for `text`, resampled to `sample_rate`, silence trimmed, peak at `level`.
+
+  Word times come from espeak's WORD events; a word ends where the next one
+  starts (or at the end of the trimmed wave), so they tile the phrase.
+  """
+  if not text.strip():
+    raise ValueError("synthesize: text is empty")
+  wave, events = engine().synth(text, voice, rate, pitch, pitch_range)
+  src = engine().rate
+  if not len(wave):
+    raise RuntimeError(f"espeak-ng produced no audio for {text!r}")
+  lo, hi = _voiced_bounds(wave, src)
+  wave = wave[lo:hi]
+  wave = librosa.resample(wave, orig_sr=src, target_sr=sample_rate,
+                          res_type="soxr_hq").astype(np.float32)
+  wave *= level / (np.abs(wave).max() + 1e-9)
+  raw = text.encode("utf-8")
+  scale = sample_rate / src
+  dur = len(wave) / sample_rate
+  starts, words = [], []
+  for pos, length, sample in events:
+    word = raw[pos - 1:pos - 1 + length].decode("utf-8", "replace").strip(" ,.?!;:")
+    if not word:
+      continue
+    starts.append(float(np.clip((sample - lo) * scale / sample_rate, 0.0, dur)))
+    words.append(word)
+  out = []
+  for i, (w, t0) in enumerate(zip(words, starts)):
+    t1 = starts[i + 1] if i + 1 < len(starts) else dur
+    out.append({"text": w, "t_start": round(t0, 4), "t_end": round(max(t0, t1), 4)})
+  return Speech(wave=wave, sample_rate=sample_rate, words=out, text=text)

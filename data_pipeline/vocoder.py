@@ -1,0 +1,59 @@
+"""The way back for listening: log10 mel -> waveform.
+
+`Vocoder` is the interface (a neural vocoder can slot in later);
+`GriffinLimVocoder` is the embedded default: librosa's NNLS inversion of the
+mel filter bank (the same Slaney filters `features.log_mel` uses) followed by
+Griffin-Lim phase recovery. No weights, no download; quality is robotic but
+intelligible, which is enough to listen to what a model says.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import librosa
+import numpy as np
+
+from data_pipeline import features
+from interaction.layout import LayoutSpec
+
+
+class Vocoder(abc.ABC):
+  """mel_to_wave(logmel f32 [frames, n_mels]) -> f32 wave of frames * hop samples."""
+
+  sample_rate: int
+
+  @abc.abstractmethod
+  def mel_to_wave(self, logmel: np.ndarray) -> np.ndarray:
+    ...
+
+
+class GriffinLimVocoder(Vocoder):
+
+  def __init__(self, spec: LayoutSpec, n_iter: int = 32,
+               params: features.MelParams | None = None, seed: int = 0):
+    if n_iter < 1:
+      raise ValueError(f"GriffinLimVocoder: n_iter={n_iter} must be >= 1")
+    self.spec, self.n_iter, self.seed = spec, int(n_iter), seed
+    self.params = params or features.MelParams.from_spec(spec)
+    self.sample_rate = spec.sample_rate
+    self._win = features._win_samples(spec, self.params)  # pylint: disable=protected-access
+
+  def mel_to_wave(self, logmel: np.ndarray) -> np.ndarray:
+    logmel = np.asarray(logmel, np.float32)
+    if logmel.ndim != 2 or logmel.shape[1] != self.spec.n_mels:
+      raise ValueError(f"mel_to_wave: logmel must be [frames, {self.spec.n_mels}], "
+                       f"got {logmel.shape}")
+    n = logmel.shape[0] * self.spec.hop_samples
+    if logmel.shape[0] == 0:
+      return np.zeros(0, np.float32)
+    p = self.params
+    mag = librosa.feature.inverse.mel_to_stft(
+        10.0 ** logmel.T, sr=self.sample_rate, n_fft=p.n_fft, power=1.0,
+        fmin=p.fmin, fmax=p.fmax)
+    # A fixed seed for the initial phases: the same mel always gives the same wave.
+    wave = librosa.griffinlim(
+        mag, n_iter=self.n_iter, hop_length=self.spec.hop_samples,
+        win_length=self._win, window="hann", center=True, length=n,
+        init="random", random_state=self.seed)
+    return wave.astype(np.float32)
