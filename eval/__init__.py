@@ -1,0 +1,17 @@
+"""Evaluation: replay streaming benchmarks into agents, score them, report.
+
+Layout of the package (one job per module):
+  agents/       the agent protocol (`agents.base`) and the baseline agents
+  audio.py      wav reading/writing at the 16 kHz evaluation rate
+  events.py     text events (`events.jsonl`), words and utterances
+  samples.py    the `Sample` every loader produces
+  loaders.py    the benchmarks' published formats and our synthetic suites
+  replay.py     the replay harness (`python -m eval.replay`)
+  predictions.py  reading replay folders and the benchmarks' prediction files
+  scoring/      one scorer per benchmark, following the published code
+  judges.py     offline rule-based judge and the LLM adapter slot
+  asr.py        the ASR-aligner slot for audio-only agents
+  vad.py        voice activity segments (webrtcvad) for the audio-based metrics
+  score.py      `python -m eval.score`
+  report.py, run.py  side-by-side reports (`python -m eval.run`)
+"""

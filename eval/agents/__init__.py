@@ -1,0 +1,28 @@
+"""Agents and the registry the command lines use (`--agent=NAME`)."""
+
+from __future__ import annotations
+
+from eval.agents.base import Agent, InputChunk, OutputChunk
+
+AGENTS = ("silent", "oracle", "vad_cascade", "recorded")
+
+
+def make_agent(name: str, **kwargs) -> Agent:
+  """Builds an agent by name; kwargs go to its constructor."""
+  if name == "silent":
+    from eval.agents.silent import SilentAgent
+    return SilentAgent()
+  if name == "oracle":
+    from eval.agents.oracle import OracleAgent
+    return OracleAgent(**kwargs)
+  if name == "vad_cascade":
+    from eval.agents.vad_cascade import VadCascadeAgent
+    return VadCascadeAgent(**kwargs)
+  if name == "recorded":
+    from eval.agents.recorded import RecordedAgent
+    return RecordedAgent(**kwargs)
+  raise ValueError(f"unknown agent {name!r}; known: {AGENTS} (the model agent is wired "
+                   "by the integrator through interaction/streaming)")
+
+
+__all__ = ["Agent", "InputChunk", "OutputChunk", "make_agent", "AGENTS"]

@@ -1,0 +1,419 @@
+"""Loaders for the benchmarks' published formats and our synthetic suites.
+
+Each loader takes the benchmark's root folder and returns a `LoadResult`: the
+samples it could parse and one `SampleError` per item it could not (missing
+file, malformed JSON or CSV row, ...). A bad item never stops the others.
+Formats: ../shared/notes/eval_benchmarks.md and WORKSPACE.md (section eval).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+
+from eval import audio as audio_io
+from eval.samples import LoadResult, Sample, SampleError
+
+# FD-bench v1 task files -> our task names.
+FDB_V1_TASK_FILES = {"pause.json": "pause_handling",
+                     "turn_taking.json": "turn_taking",
+                     "interrupt.json": "user_interruption"}
+FDB_V1_5_TASKS = ("user_interruption", "user_backchannel", "talking_to_other",
+                  "background_speech")
+
+
+def _read_json(path: str):
+  if not os.path.exists(path):
+    raise ValueError(f"missing file {os.path.basename(path)}")
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"malformed JSON in {os.path.basename(path)}: {e}") from None
+
+
+def _interval(value, what: str) -> tuple[float, float]:
+  if (not isinstance(value, (list, tuple)) or len(value) != 2
+      or not all(isinstance(v, (int, float)) for v in value)):
+    raise ValueError(f"{what} must be [start, end] in seconds, got {value!r}")
+  a, b = float(value[0]), float(value[1])
+  if not (math.isfinite(a) and math.isfinite(b)) or b < a:
+    raise ValueError(f"{what} must satisfy start <= end, got {value!r}")
+  return a, b
+
+
+def _subdirs(path: str) -> list[str]:
+  return sorted(d for d in os.listdir(path)
+                if not d.startswith(".") and os.path.isdir(os.path.join(path, d)))
+
+
+def _sample_dirs(root: str) -> list[tuple[str, str]]:
+  """(task_dir_name, sample_dir) pairs under `root` = benchmark or task folder."""
+  if not os.path.isdir(root):
+    raise ValueError(f"benchmark folder not found: {root}")
+  subs = _subdirs(root)
+  # A task folder holds sample folders directly; a benchmark folder holds tasks.
+  if any(os.path.exists(os.path.join(root, s, "input.wav")) for s in subs):
+    return [(os.path.basename(os.path.normpath(root)), os.path.join(root, s)) for s in subs]
+  out = []
+  for task in subs:
+    for s in _subdirs(os.path.join(root, task)):
+      out.append((task, os.path.join(root, task, s)))
+  return out
+
+
+def _read_manifest(root: str):
+  path = os.path.join(root, "manifest.json")
+  if not os.path.exists(path):
+    return None
+  try:
+    return _read_json(path)
+  except ValueError:
+    return {"error": "malformed manifest.json"}
+
+
+def _check_audio(sample: Sample) -> None:
+  """Marks the sample's media as broken (not the sample) when input.wav is bad."""
+  try:
+    sample.duration  # reads the header
+  except ValueError as e:
+    sample.media_error = str(e)
+
+
+# --------------------------------------------------------------------------- #
+# Full-Duplex-Bench v1
+
+
+def _fdb_v1_task(task_dir: str, sample_dir: str) -> str:
+  for fname, task in FDB_V1_TASK_FILES.items():
+    if os.path.exists(os.path.join(sample_dir, fname)):
+      return task
+  if "backchannel" in task_dir:
+    return "backchannel"
+  for fname, task in FDB_V1_TASK_FILES.items():
+    if task in task_dir or task_dir.endswith(fname.split(".")[0]):
+      return task  # the task file is missing: reported by the parser below
+  raise ValueError(f"no task file ({', '.join(FDB_V1_TASK_FILES)}) and the folder "
+                   f"{task_dir!r} does not name a known task")
+
+
+def _parse_fdb_v1(task: str, d: str) -> dict:
+  ref: dict = {}
+  if task == "pause_handling":
+    data = _read_json(os.path.join(d, "pause.json"))
+    ref["pause"] = [_interval(x["timestamp"], "pause.json timestamp") for x in data]
+  elif task == "turn_taking":
+    data = _read_json(os.path.join(d, "turn_taking.json"))
+    if not isinstance(data, list) or not data:
+      raise ValueError("turn_taking.json must be a non-empty list")
+    ref["turn"] = [_interval(x["timestamp"], "turn_taking.json timestamp") for x in data]
+  elif task == "user_interruption":
+    data = _read_json(os.path.join(d, "interrupt.json"))
+    if not isinstance(data, list) or not data:
+      raise ValueError("interrupt.json must be a non-empty list")
+    first = data[0]
+    for k in ("context", "interrupt", "timestamp"):
+      if k not in first:
+        raise ValueError(f"interrupt.json[0] lacks field {k!r}")
+    ref["interrupt"] = _interval(first["timestamp"], "interrupt.json timestamp")
+    ref["context_text"] = str(first["context"])
+    ref["interrupt_text"] = str(first["interrupt"])
+  tpath = os.path.join(d, "transcription.json")
+  if os.path.exists(tpath):
+    ref["transcription"] = _read_json(tpath)
+  return ref
+
+
+def load_fdb_v1(root: str) -> LoadResult:
+  samples, errors = [], []
+  for task_dir, d in _sample_dirs(root):
+    sid = os.path.basename(d)
+    try:
+      task = _fdb_v1_task(task_dir, d)
+      ref = _parse_fdb_v1(task, d)
+    except (ValueError, KeyError, TypeError) as e:
+      msg = f"field {e} missing" if isinstance(e, KeyError) else str(e)
+      errors.append(SampleError(f"{task_dir}/{sid}", "fdb_v1", msg))
+      continue
+    s = Sample(sid, "fdb_v1", task, d, ref, audio_path=os.path.join(d, "input.wav"))
+    _check_audio(s)
+    samples.append(s)
+  return LoadResult(samples, errors, _read_manifest(root))
+
+
+# --------------------------------------------------------------------------- #
+# Full-Duplex-Bench v1.5
+
+
+def load_fdb_v1_5(root: str) -> LoadResult:
+  samples, errors = [], []
+  for task, d in _sample_dirs(root):
+    sid = os.path.basename(d)
+    try:
+      meta = _read_json(os.path.join(d, "metadata.json"))
+      if not isinstance(meta, dict):
+        raise ValueError("metadata.json must be an object")
+      ref = {"overlap": _interval(meta.get("timestamps"), "metadata.json timestamps"),
+             "context_text": str(meta.get("context_text", "")),
+             "current_turn_text": str(meta.get("current_turn_text", ""))}
+    except ValueError as e:
+      errors.append(SampleError(f"{task}/{sid}", "fdb_v1_5", str(e)))
+      continue
+    clean = os.path.join(d, "clean_input.wav")
+    ref["clean_input"] = clean if os.path.exists(clean) else None
+    s = Sample(sid, "fdb_v1_5", task, d, ref, audio_path=os.path.join(d, "input.wav"))
+    _check_audio(s)
+    samples.append(s)
+  return LoadResult(samples, errors, _read_manifest(root))
+
+
+# --------------------------------------------------------------------------- #
+# ProactiveVideoQA
+
+
+def _proactive_record(rec, task: str, task_root: str) -> Sample:
+  if not isinstance(rec, dict):
+    raise ValueError("record must be an object")
+  for k in ("video", "question_id", "conversation", "answer"):
+    if k not in rec:
+      raise ValueError(f"record lacks field {k!r}")
+  conv = rec["conversation"]
+  if not isinstance(conv, list) or not conv:
+    raise ValueError("conversation must be a non-empty list")
+  answers = rec["answer"]
+  if not isinstance(answers, list) or not answers:
+    raise ValueError("answer must be a non-empty list")
+  turns = []
+  for i, a in enumerate(answers):
+    turns.append({"content": str(a["content"]),
+                  "reply_timespan": _interval(a["reply_timespan"], f"answer[{i}].reply_timespan"),
+                  "related_timespan": _interval(a.get("related_timespan", a["reply_timespan"]),
+                                                f"answer[{i}].related_timespan")})
+  user_text = [(float(c.get("time", 0.0)), str(c["content"])) for c in conv
+               if c.get("role", "user") == "user" and c.get("content")]
+  stem = os.path.splitext(str(rec["video"]))[0]
+  video = os.path.join(task_root, "videos", stem + ".npz")
+  s = Sample(str(rec["question_id"]), "proactive_videoqa", task, task_root,
+             {"answer": turns, "question": str(conv[0]["content"])},
+             video_path=video, user_text=user_text, question=str(conv[0]["content"]),
+             duration_hint=float(rec.get("duration", 0.0)) or None)
+  if not os.path.exists(video):
+    s.media_error = (f"video {stem}.npz not found (only .npz frame files can be replayed; "
+                     "convert mp4 first)")
+    s.video_path = None
+  return s
+
+
+def load_proactive_videoqa(root: str) -> LoadResult:
+  samples, errors = [], []
+  if os.path.exists(os.path.join(root, "anno.json")):
+    tasks = [(os.path.basename(os.path.normpath(root)), root)]
+  elif os.path.isdir(root):
+    tasks = [(t, os.path.join(root, t)) for t in _subdirs(root)
+             if os.path.exists(os.path.join(root, t, "anno.json"))]
+  else:
+    raise ValueError(f"benchmark folder not found: {root}")
+  for task, task_root in tasks:
+    try:
+      records = _read_json(os.path.join(task_root, "anno.json"))
+      if not isinstance(records, list):
+        raise ValueError("anno.json must be a list of records")
+    except ValueError as e:
+      errors.append(SampleError(task, "proactive_videoqa", str(e)))
+      continue
+    for i, rec in enumerate(records):
+      try:
+        samples.append(_proactive_record(rec, task, task_root))
+      except (ValueError, KeyError, TypeError) as e:
+        qid = rec.get("question_id", f"record{i}") if isinstance(rec, dict) else f"record{i}"
+        errors.append(SampleError(f"{task}/{qid}", "proactive_videoqa",
+                                  f"anno.json record {i}: {e}"))
+  return LoadResult(samples, errors, _read_manifest(root))
+
+
+# --------------------------------------------------------------------------- #
+# RepCount-A
+
+
+def load_repcount(root: str, csv_name: str = "test.csv") -> LoadResult:
+  """RepCount-A CSV: `,type,name,count,L1,L2,...`; the CSV `count` is the truth.
+
+  L values are frame indices read as (start, end) pairs per repetition. The
+  TransRAC density-map gt can differ from `count` (TransRAC issue #27); we
+  score against `count`, as the notes recommend.
+  """
+  path = root if root.endswith(".csv") else os.path.join(root, csv_name)
+  base = os.path.dirname(path)
+  if not os.path.exists(path):
+    raise ValueError(f"RepCount CSV not found: {path}")
+  samples, errors = [], []
+  with open(path, newline="") as f:
+    reader = csv.reader(f)
+    header = next(reader, None)
+    if not header or "name" not in header or "count" not in header:
+      raise ValueError(f"{path}: header must contain 'name' and 'count', got {header}")
+    i_name, i_count = header.index("name"), header.index("count")
+    l_cols = [i for i, h in enumerate(header) if h.startswith("L") and h[1:].isdigit()]
+    i_type = header.index("type") if "type" in header else None
+    for lineno, row in enumerate(reader, 2):
+      if not any(c.strip() for c in row):
+        continue
+      name = row[i_name].strip() if len(row) > i_name else ""
+      key = os.path.splitext(name)[0] or f"line{lineno}"
+      try:
+        if not name:
+          raise ValueError("empty name")
+        count_str = row[i_count].strip() if len(row) > i_count else ""
+        try:
+          count = int(float(count_str))
+        except ValueError:
+          raise ValueError(f"count {count_str!r} is not a number") from None
+        if count < 0:
+          raise ValueError(f"count must be >= 0, got {count}")
+        ls = []
+        for i in l_cols:
+          if i < len(row) and row[i].strip():
+            ls.append(int(float(row[i])))
+        if len(ls) % 2:
+          raise ValueError(f"odd number of L frame indices ({len(ls)})")
+        pairs = [(ls[j], ls[j + 1]) for j in range(0, len(ls), 2)]
+      except ValueError as e:
+        errors.append(SampleError(key, "repcount", f"{os.path.basename(path)} line {lineno}: {e}"))
+        continue
+      video = os.path.join(base, "videos", key + ".npz")
+      s = Sample(key, "repcount", "", base,
+                 {"count": count, "cycles": pairs,
+                  "type": row[i_type] if i_type is not None and i_type < len(row) else ""},
+                 video_path=video,
+                 user_text=[(0.0, "Count the repetitions out loud.")])
+      if not os.path.exists(video):
+        s.media_error = f"video {key}.npz not found"
+        s.video_path = None
+      samples.append(s)
+  return LoadResult(samples, errors, _read_manifest(base))
+
+
+# --------------------------------------------------------------------------- #
+# Charades-STA
+
+
+def load_charades(root: str, txt_name: str = "charades_sta_test.txt") -> LoadResult:
+  """Lines `VID start end##sentence`; sample id is `VID_L<line>` (one per query)."""
+  path = root if root.endswith(".txt") else os.path.join(root, txt_name)
+  base = os.path.dirname(path)
+  if not os.path.exists(path):
+    raise ValueError(f"Charades-STA file not found: {path}")
+  samples, errors = [], []
+  with open(path) as f:
+    for lineno, line in enumerate(f, 1):
+      line = line.strip()
+      if not line:
+        continue
+      head, sep, sentence = line.partition("##")
+      parts = head.split()
+      key = f"{parts[0]}_L{lineno}" if parts else f"line{lineno}"
+      try:
+        if not sep or len(parts) != 3:
+          raise ValueError("expected 'VID start end##sentence'")
+        start, end = _interval([float(parts[1]), float(parts[2])], "segment")
+      except ValueError as e:
+        errors.append(SampleError(key, "charades", f"line {lineno}: {e}"))
+        continue
+      vid = parts[0]
+      video = os.path.join(base, "videos", vid + ".npz")
+      s = Sample(key, "charades", "", base,
+                 {"segment": (start, end), "sentence": sentence.strip(), "video": vid},
+                 video_path=video, question=sentence.strip(),
+                 user_text=[(0.0, f'Say "start" when this begins and "stop" when it ends: '
+                                  f'{sentence.strip()}')])
+      if not os.path.exists(video):
+        s.media_error = f"video {vid}.npz not found"
+        s.video_path = None
+      samples.append(s)
+  return LoadResult(samples, errors, _read_manifest(base))
+
+
+# --------------------------------------------------------------------------- #
+# TimeSpeak / CueSpeak (our format)
+
+
+def _parse_task_json(task: dict, family: str) -> dict:
+  if not isinstance(task, dict):
+    raise ValueError("task.json must be an object")
+  for k in ("instruction", "instruction_mode", "instruction_time", "targets"):
+    if k not in task:
+      raise ValueError(f"task.json lacks field {k!r}")
+  if task.get("family", family) != family:
+    raise ValueError(f"task.json family {task.get('family')!r} != suite {family!r}")
+  if task["instruction_mode"] not in ("text", "speech"):
+    raise ValueError(f"instruction_mode must be 'text' or 'speech', got "
+                     f"{task['instruction_mode']!r}")
+  targets = task["targets"]
+  if not isinstance(targets, list) or not targets:
+    raise ValueError("targets must be a non-empty list")
+  parsed = []
+  for i, t in enumerate(targets):
+    if not isinstance(t, dict) or "text" not in t or "window" not in t:
+      raise ValueError(f"targets[{i}] needs 'text' and 'window'")
+    parsed.append({"text": str(t["text"]), "window": _interval(t["window"], f"targets[{i}].window")})
+  return {"instruction": str(task["instruction"]), "instruction_mode": task["instruction_mode"],
+          "instruction_time": _interval(task["instruction_time"], "instruction_time"),
+          "cue_word": task.get("cue_word"), "targets": parsed,
+          "duration": task.get("duration")}
+
+
+def _load_task_suite(root: str, family: str) -> LoadResult:
+  if not os.path.isdir(root):
+    raise ValueError(f"benchmark folder not found: {root}")
+  samples, errors = [], []
+  for sid in _subdirs(root):
+    d = os.path.join(root, sid)
+    try:
+      ref = _parse_task_json(_read_json(os.path.join(d, "task.json")), family)
+    except ValueError as e:
+      errors.append(SampleError(sid, family, str(e)))
+      continue
+    user_text = []
+    if ref["instruction_mode"] == "text":
+      user_text = [(ref["instruction_time"][0], ref["instruction"])]
+    s = Sample(sid, family, "", d, ref, audio_path=os.path.join(d, "input.wav"),
+               user_text=user_text, question=ref["instruction"])
+    _check_audio(s)
+    samples.append(s)
+  return LoadResult(samples, errors, _read_manifest(root))
+
+
+def load_timespeak(root: str) -> LoadResult:
+  return _load_task_suite(root, "timespeak")
+
+
+def load_cuespeak(root: str) -> LoadResult:
+  return _load_task_suite(root, "cuespeak")
+
+
+LOADERS = {"fdb_v1": load_fdb_v1, "fdb_v1_5": load_fdb_v1_5,
+           "proactive_videoqa": load_proactive_videoqa, "repcount": load_repcount,
+           "charades": load_charades, "timespeak": load_timespeak,
+           "cuespeak": load_cuespeak}
+
+
+def load(benchmark: str, root: str) -> LoadResult:
+  """Loads one benchmark; raises ValueError only when the root itself is unusable."""
+  if benchmark not in LOADERS:
+    raise ValueError(f"unknown benchmark {benchmark!r}; known: {sorted(LOADERS)}")
+  return LOADERS[benchmark](root)
+
+
+def discover(suite_root: str) -> dict[str, str]:
+  """Benchmark name -> folder for every known benchmark folder under a suite."""
+  found = {}
+  for b in LOADERS:
+    p = os.path.join(suite_root, b)
+    if os.path.isdir(p):
+      found[b] = p
+  return found
+
+
+__all__ = ["load", "discover", "LOADERS", "audio_io"]

@@ -1,0 +1,208 @@
+"""The replay harness: drives an agent through benchmark samples, 200 ms per step.
+
+Per sample it writes, under `<out>/<sample key>/`:
+  output.wav    the agent's audio, 16 kHz, exactly the input's length
+  events.jsonl  one line per word/phrase: {"t_start","t_end","text","stream"}
+  timeline.png  who spoke when, with the reference windows shaded
+  meta.json     written last: status ("done" | "error"), agent settings,
+                clamped_events, wall time. A folder with meta.json is finished
+                and skipped on the next run (resume); errors are retried.
+
+Clock: simulated (default; deterministic, as fast as the agent runs) or
+`pace="wall"` (each step waits for its 200 ms of wall time, like a live
+microphone; steps that overrun are counted).
+
+  python -m eval.replay --agent=vad_cascade --benchmark=timespeak \
+      --data=SUITE/timespeak --out=runs/cascade/timespeak
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import tqdm
+
+from eval import audio as audio_io
+from eval import loaders, timeline
+from eval.agents import AGENTS, make_agent
+from eval.agents.base import (CHUNK_SAMPLES, CHUNK_SECONDS, OUTPUT_LAG_CHUNKS, InputChunk,
+                              OutputChunk)
+from eval.events import TextEvent, write_events
+
+
+@dataclasses.dataclass
+class ReplayConfig:
+  pace: str = "simulated"          # 'simulated' | 'wall'
+  lag_chunks: int = OUTPUT_LAG_CHUNKS
+  timeline: bool = True
+  resume: bool = True
+  progress: bool = True
+
+  def __post_init__(self):
+    if self.pace not in ("simulated", "wall"):
+      raise ValueError(f"pace must be 'simulated' or 'wall', got {self.pace!r}")
+    if self.lag_chunks < 0:
+      raise ValueError(f"lag_chunks must be >= 0, got {self.lag_chunks}")
+
+
+def _texts_by_chunk(user_text, n_chunks):
+  by = {}
+  for t, text in user_text:
+    k = min(max(0, int(math.floor(t / CHUNK_SECONDS + 1e-9))), n_chunks - 1)
+    by[k] = (by[k] + "\n" + text) if k in by else text
+  return by
+
+
+def replay_sample(agent, sample, cfg: ReplayConfig):
+  """Runs one sample; returns (output audio, events, stats). Raises ValueError on bad media."""
+  if sample.media_error:
+    raise ValueError(sample.media_error)
+  user = sample.load_audio()
+  video = sample.load_video()
+  n = len(user)
+  n_chunks = max(1, math.ceil(n / CHUNK_SAMPLES))
+  padded = np.zeros(n_chunks * CHUNK_SAMPLES, np.float32)
+  padded[:n] = user
+  out = np.zeros((n_chunks + cfg.lag_chunks) * CHUNK_SAMPLES, np.float32)
+  texts = _texts_by_chunk(sample.user_text, n_chunks)
+  events, clamped, overruns = [], 0, 0
+  duration = n / audio_io.SAMPLE_RATE
+  agent.reset(sample)
+  start_wall = time.perf_counter()
+  for k in range(n_chunks):
+    t = k * CHUNK_SECONDS
+    if cfg.pace == "wall":
+      wait = start_wall + t - time.perf_counter()
+      if wait > 0:
+        time.sleep(wait)
+      elif k:
+        overruns += 1
+    frame = None
+    if video is not None:
+      frame = video.frames[min(int(t * video.fps + 1e-9), len(video.frames) - 1)]
+    out_t = (k + cfg.lag_chunks) * CHUNK_SECONDS
+    chunk = InputChunk(k, t, padded[k * CHUNK_SAMPLES:(k + 1) * CHUNK_SAMPLES], out_t,
+                       frame=frame, user_text=texts.get(k))
+    o = agent.step(chunk)
+    if not isinstance(o, OutputChunk):
+      raise ValueError(f"agent.step returned {type(o).__name__}, expected OutputChunk")
+    a = np.asarray(o.audio, np.float32).reshape(-1)
+    if a.shape != (CHUNK_SAMPLES,):
+      raise ValueError(f"agent returned {a.shape[0]} audio samples at step {k}; "
+                       f"expected {CHUNK_SAMPLES}")
+    j = k + cfg.lag_chunks
+    out[j * CHUNK_SAMPLES:(j + 1) * CHUNK_SAMPLES] = a
+    for e in o.events:
+      if e.t_start < out_t - 1e-9:  # words cannot be back-dated before the window
+        e = TextEvent(out_t, max(out_t, e.t_end), e.text, e.stream)
+        clamped += 1
+      if e.t_start < duration:
+        events.append(e)
+  stats = {"steps": n_chunks, "clamped_events": clamped, "overruns": overruns,
+           "wall_s": time.perf_counter() - start_wall, "audio_s": duration}
+  return out[:n], events, stats
+
+
+def replay(agent, samples, out_dir: str, cfg: ReplayConfig | None = None, load_errors=()):
+  """Replays every sample; returns a summary dict (done / skipped / errors)."""
+  cfg = cfg or ReplayConfig()
+  os.makedirs(out_dir, exist_ok=True)
+  summary = {"agent": agent.describe(), "done": 0, "skipped": 0, "errors": [],
+             "audio_s": 0.0, "wall_s": 0.0}
+  for err in load_errors:
+    summary["errors"].append(err.to_json())
+  bar = tqdm.tqdm(samples, desc=f"replay {agent.name}", disable=not cfg.progress,
+                  file=sys.stderr)
+  for sample in bar:
+    d = os.path.join(out_dir, sample.key)
+    meta_path = os.path.join(d, "meta.json")
+    if cfg.resume and os.path.exists(meta_path):
+      try:
+        with open(meta_path) as f:
+          if json.load(f).get("status") == "done":
+            summary["skipped"] += 1
+            continue
+      except (json.JSONDecodeError, OSError):
+        pass  # a broken meta.json: redo the sample
+    os.makedirs(d, exist_ok=True)
+    meta = {"key": sample.key, "benchmark": sample.benchmark, "agent": agent.describe(),
+            "clock": cfg.pace, "lag_chunks": cfg.lag_chunks}
+    try:
+      audio, events, stats = replay_sample(agent, sample, cfg)
+      audio_io.write_wav(os.path.join(d, "output.wav"), audio)
+      write_events(os.path.join(d, "events.jsonl"), events)
+      if cfg.timeline:
+        timeline.draw(os.path.join(d, "timeline.png"), sample.load_audio(), audio, events,
+                      title=f"{agent.name}: {sample.benchmark} {sample.key}",
+                      windows=timeline.reference_windows(sample))
+      meta.update(status="done", **stats)
+      summary["done"] += 1
+      summary["audio_s"] += stats["audio_s"]
+      summary["wall_s"] += stats["wall_s"]
+    except ValueError as e:
+      meta.update(status="error", error=str(e))
+      summary["errors"].append({"key": sample.key, "benchmark": sample.benchmark,
+                                "error": str(e)})
+    tmp = meta_path + ".tmp"
+    with open(tmp, "w") as f:
+      json.dump(meta, f, indent=1)
+    os.replace(tmp, meta_path)
+  return summary
+
+
+def _parse(argv):
+  p = argparse.ArgumentParser(prog="python -m eval.replay", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--agent", required=True, choices=AGENTS)
+  p.add_argument("--benchmark", required=True, choices=sorted(loaders.LOADERS))
+  p.add_argument("--data", required=True, help="the benchmark's folder")
+  p.add_argument("--out", required=True)
+  p.add_argument("--pace", default="simulated", choices=("simulated", "wall"))
+  p.add_argument("--lag_chunks", type=int, default=OUTPUT_LAG_CHUNKS)
+  p.add_argument("--no_timeline", action="store_true")
+  p.add_argument("--no_resume", action="store_true")
+  p.add_argument("--recorded_dir", default=None, help="for --agent=recorded")
+  p.add_argument("--end_silence_s", type=float, default=0.6, help="vad_cascade")
+  p.add_argument("--response_delay_s", type=float, default=0.0, help="vad_cascade")
+  p.add_argument("--tts", default="auto", choices=("auto", "espeak", "placeholder"))
+  return p.parse_args(argv)
+
+
+def agent_from_args(name, args):
+  if name == "recorded":
+    return make_agent(name, recorded_dir=args.recorded_dir)
+  if name == "vad_cascade":
+    return make_agent(name, end_silence_s=args.end_silence_s,
+                      response_delay_s=args.response_delay_s, tts_backend=args.tts)
+  if name == "oracle":
+    return make_agent(name, tts_backend=args.tts)
+  return make_agent(name)
+
+
+def main(argv=None):
+  args = _parse(sys.argv[1:] if argv is None else argv)
+  try:
+    agent = agent_from_args(args.agent, args)
+    loaded = loaders.load(args.benchmark, args.data)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  cfg = ReplayConfig(pace=args.pace, lag_chunks=args.lag_chunks,
+                     timeline=not args.no_timeline, resume=not args.no_resume)
+  summary = replay(agent, loaded.samples, args.out, cfg, loaded.errors)
+  with open(os.path.join(args.out, "replay_summary.json"), "w") as f:
+    json.dump(summary, f, indent=1)
+  print(json.dumps({k: summary[k] for k in ("done", "skipped")} |
+                   {"errors": len(summary["errors"])}))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,112 @@
+"""The unit every loader produces and every agent and scorer consumes."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+
+import numpy as np
+
+from eval import audio as audio_io
+
+BENCHMARKS = ("fdb_v1", "fdb_v1_5", "proactive_videoqa", "repcount", "charades",
+              "timespeak", "cuespeak")
+
+
+@dataclasses.dataclass
+class Video:
+  frames: np.ndarray  # uint8 [N, H, W, 3]
+  fps: float
+
+  @property
+  def duration(self) -> float:
+    return len(self.frames) / self.fps
+
+
+def load_video(path: str) -> Video:
+  """Reads the agreed `.npz` video (`frames` uint8 [N,H,W,3], `fps`)."""
+  if not os.path.exists(path):
+    raise ValueError(f"video file not found: {path}")
+  try:
+    with np.load(path) as z:
+      frames, fps = z["frames"], float(z["fps"])
+  except KeyError as e:
+    raise ValueError(f"video {path} lacks array {e}; expected 'frames' and 'fps'") from None
+  except Exception as e:
+    raise ValueError(f"cannot read video {path}: {e}") from None
+  if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+    raise ValueError(f"video {path}: frames must be uint8 [N,H,W,3], got "
+                     f"{frames.dtype} {frames.shape}")
+  if not fps > 0 or len(frames) == 0:
+    raise ValueError(f"video {path}: needs fps > 0 and at least one frame (fps={fps}, "
+                     f"frames={len(frames)})")
+  return Video(frames, fps)
+
+
+@dataclasses.dataclass
+class Sample:
+  """One benchmark item: what to feed the agent and what to score against.
+
+  `reference` holds the benchmark's own ground truth, parsed but in its
+  published shape (e.g. FD-bench `turn_taking.json`'s list). `media_error` is
+  set when the reference is fine but the audio/video to replay is not (the
+  sample can still be scored from recorded predictions).
+  """
+  id: str
+  benchmark: str
+  task: str
+  path: str
+  reference: dict
+  audio_path: str | None = None
+  video_path: str | None = None
+  user_text: list = dataclasses.field(default_factory=list)  # [(t_seconds, text)]
+  question: str = ""
+  media_error: str | None = None
+  duration_hint: float | None = None
+
+  @property
+  def key(self) -> str:
+    """Relative folder of this sample's outputs: '<task>/<id>' or '<id>'."""
+    return f"{self.task}/{self.id}" if self.task else self.id
+
+  @functools.cached_property
+  def duration(self) -> float:
+    if self.audio_path:
+      return audio_io.wav_duration(self.audio_path)
+    if self.video_path:
+      return self.load_video().duration
+    if self.duration_hint:
+      return float(self.duration_hint)
+    raise ValueError(f"sample {self.key}: no audio, video or duration")
+
+  def load_audio(self) -> np.ndarray:
+    """User audio at 16 kHz; silence of the video's length for video-only items."""
+    if self.audio_path:
+      return audio_io.load_wav(self.audio_path)
+    return np.zeros(int(round(self.duration * audio_io.SAMPLE_RATE)), np.float32)
+
+  def load_video(self) -> Video | None:
+    if not self.video_path:
+      return None
+    if not hasattr(self, "_video"):
+      self._video = load_video(self.video_path)
+    return self._video
+
+
+@dataclasses.dataclass
+class SampleError:
+  """A sample that could not be loaded (or scored): reported, never dropped."""
+  key: str
+  benchmark: str
+  message: str
+
+  def to_json(self) -> dict:
+    return {"key": self.key, "benchmark": self.benchmark, "error": self.message}
+
+
+@dataclasses.dataclass
+class LoadResult:
+  samples: list
+  errors: list
+  manifest: dict | None = None
