@@ -129,6 +129,19 @@ def train_config() -> ml_collections.ConfigDict:
   return c
 
 
+def session_config() -> ml_collections.ConfigDict:
+  """Streaming sessions (interaction/streaming.py)."""
+  c = ml_collections.ConfigDict()
+  c.capacity_turns = 600        # KV cache size in micro-turns (2 minutes)
+  c.prefix_turns = 10           # never evicted: the session's first 2 seconds
+  c.temperature = 0.0           # text sampling; 0 = greedy
+  c.top_p = 1.0
+  c.flow_temperature = 1.0      # scale of the flow head's initial noise
+  c.vocoder_iters = 16          # Griffin-Lim iterations per 200 ms chunk
+  c.vocoder_context_frames = 8  # earlier mel frames re-synthesised for continuity
+  return c
+
+
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.name = "base"
@@ -136,4 +149,5 @@ def base_config() -> ml_collections.ConfigDict:
   c.model = model_config()
   c.data = data_config()
   c.train = train_config()
+  c.session = session_config()
   return c
