@@ -137,7 +137,8 @@ def load_fdb_v1(root: str) -> LoadResult:
       msg = f"field {e} missing" if isinstance(e, KeyError) else str(e)
       errors.append(SampleError(f"{task_dir}/{sid}", "fdb_v1", msg))
       continue
-    s = Sample(sid, "fdb_v1", task, d, ref, audio_path=os.path.join(d, "input.wav"))
+    s = Sample(sid, "fdb_v1", task, d, ref, audio_path=os.path.join(d, "input.wav"),
+               group=task_dir)
     _check_audio(s)
     samples.append(s)
   return LoadResult(samples, errors, _read_manifest(root))

@@ -64,11 +64,13 @@ class Sample:
   question: str = ""
   media_error: str | None = None
   duration_hint: float | None = None
+  group: str | None = None  # the source's task folder name when it differs from `task`
 
   @property
   def key(self) -> str:
-    """Relative folder of this sample's outputs: '<task>/<id>' or '<id>'."""
-    return f"{self.task}/{self.id}" if self.task else self.id
+    """Relative folder of this sample's outputs: '<task folder>/<id>' or '<id>'."""
+    group = self.group or self.task
+    return f"{group}/{self.id}" if group else self.id
 
   @functools.cached_property
   def duration(self) -> float:

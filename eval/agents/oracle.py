@@ -33,7 +33,7 @@ def plan(sample) -> list[tuple[float, str, float | None]]:
     if task == "turn_taking":
       return [(ref["turn"][0][0], "Sure, let me answer that for you right now.", None)]
     if task == "user_interruption":
-      return [(ref["interrupt"][1], f"Sure. You said {ref['interrupt_text']}", None)]
+      return [(ref["interrupt"][1], ref["interrupt_text"], None)]
     return []  # pause handling: keep quiet; backchannel: no ground-truth timing
   if b == "fdb_v1_5":
     s, e = ref["overlap"]
