@@ -131,3 +131,11 @@ def test_suite_report_oracle_perfect_cascade_structurally_limited(tmp_path):
   assert "rule-based (offline)" in md and "| accuracy |" in md
   assert os.path.exists(os.path.join(out, "report.png"))
   assert os.path.exists(os.path.join(out, "oracle", "timespeak", "ts0", "timeline.png"))
+
+
+def test_replay_benchmark_runs_and_prints_json(capsys):
+  from experiments.bench import replay as bench
+  assert bench.main(["--samples=1", "--seconds=2", "--rounds=1"]) == 0
+  last = capsys.readouterr().out.strip().splitlines()[-1]
+  figures = json.loads(last)
+  assert figures["silent_realtime_ratio"] > 0 and "silent_ms" in figures

@@ -1,0 +1,86 @@
+"""Replay-harness speed in x real time, with a trivial (silent) agent.
+
+  python -m experiments.bench replay [--samples=8] [--seconds=30] [--rounds=3]
+
+Builds `samples` FD-bench-style turn-taking folders of `seconds` of audio in a
+temp dir, then replays them end to end (load wav, 200 ms steps, write
+output.wav + events.jsonl + meta.json) with the silent agent, with and
+without the timeline picture, plus the VAD cascade for scale. Rounds are
+interleaved so machine noise hits every mode alike; medians are reported.
+Target: silent agent >= 50x real time (the harness must never dominate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import tempfile
+import time
+
+import numpy as np
+import soundfile
+
+from eval import loaders
+from eval.agents import make_agent
+from eval.replay import ReplayConfig, replay
+from experiments.bench.common import emit, machine
+
+
+def _make_suite(root, n, seconds):
+  rng = np.random.default_rng(0)
+  base = os.path.join(root, "turn_taking")
+  for i in range(n):
+    d = os.path.join(base, f"s{i:03d}")
+    os.makedirs(d)
+    t = np.arange(int(seconds * 16000)) / 16000
+    x = 0.2 * np.sin(2 * np.pi * 150 * t) * (np.sin(2 * np.pi * 0.2 * t) > 0)
+    x += 0.01 * rng.standard_normal(len(t))
+    soundfile.write(os.path.join(d, "input.wav"), x.astype(np.float32), 16000, subtype="PCM_16")
+    with open(os.path.join(d, "turn_taking.json"), "w") as f:
+      f.write('[{"text": "[TURN-TAKING]", "timestamp": [%.2f, %.2f]}]' % (seconds / 2, seconds / 2 + 0.4))
+  return root
+
+
+def main(argv):
+  p = argparse.ArgumentParser(prog="python -m experiments.bench replay")
+  p.add_argument("--samples", type=int, default=8)
+  p.add_argument("--seconds", type=float, default=30.0)
+  p.add_argument("--rounds", type=int, default=3)
+  args = p.parse_args(argv)
+  tmp = tempfile.mkdtemp(prefix="bench_replay_")
+  try:
+    suite = _make_suite(os.path.join(tmp, "fdb_v1"), args.samples, args.seconds)
+    samples = loaders.load("fdb_v1", suite).samples
+    audio_s = sum(s.duration for s in samples)
+    modes = {
+        "silent": (lambda: make_agent("silent"), False),
+        "silent_timeline": (lambda: make_agent("silent"), True),
+        "vad_cascade": (lambda: make_agent("vad_cascade", tts_backend="placeholder"), False),
+    }
+    times = {m: [] for m in modes}
+    for r in range(args.rounds):
+      for m, (make, pictures) in modes.items():
+        out = os.path.join(tmp, f"out_{m}_{r}")
+        cfg = ReplayConfig(timeline=pictures, resume=False, progress=False)
+        t0 = time.perf_counter()
+        summary = replay(make(), samples, out, cfg)
+        times[m].append(time.perf_counter() - t0)
+        assert summary["done"] == len(samples), summary["errors"]
+        shutil.rmtree(out)
+    med = {m: statistics.median(v) for m, v in times.items()}
+    figures = {"audio_s": audio_s, "samples": len(samples), "rounds": args.rounds,
+               "machine": machine()}
+    for m, t in med.items():
+      figures[f"{m}_ms"] = round(t * 1e3, 1)
+      figures[f"{m}_realtime_ratio"] = round(audio_s / t, 1)
+    figures["target_realtime_ratio"] = 50
+    print(f"{len(samples)} samples x {args.seconds:g} s = {audio_s:.0f} s of audio; "
+          f"median of {args.rounds} interleaved rounds")
+    for m, t in med.items():
+      print(f"  {m:16s} {t * 1e3:9.1f} ms  {audio_s / t:8.1f}x real time")
+    emit(figures)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+  return 0
