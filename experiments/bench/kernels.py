@@ -42,6 +42,10 @@ def _random_batch(spec, b, t, rng):
       "model_text": rng.integers(0, vocab, (b, t, 2)),
       "turn_mask": np.ones((b, t), bool),
   }
+  if spec.video_enabled:
+    batch["video"] = rng.integers(0, 256, (b, t, spec.video_height,
+                                           spec.video_width, 3)).astype(np.uint8)
+    batch["video_present"] = np.ones((b, t), bool)
   return {k: jnp.asarray(v.astype(np.int32) if v.dtype == np.int64 else v)
           for k, v in batch.items()}
 
