@@ -154,3 +154,71 @@ def gather_gemv_pallas(x, expert_ids, gates, w_gate, w_up, w_down, *,
       out_shape=jax.ShapeDtypeStruct((t, d), x.dtype),
       interpret=interpret,
   )(ids, x, gates.astype(F32), w_gate, w_up, w_down)
+
+
+# ---------------------------------------------------------------------------
+# Public entry point: forward by the chosen kernel, backward by grouped GEMM.
+# ---------------------------------------------------------------------------
+KERNELS = ("xla", "pallas", "triton")
+
+
+def _forward(kernel, block_f, interpret, x, expert_ids, gates, w_gate, w_up, w_down):
+  if kernel == "xla":
+    return gather_gemv_xla(x, expert_ids, gates, w_gate, w_up, w_down)
+  if kernel == "pallas":
+    return gather_gemv_pallas(x, expert_ids, gates, w_gate, w_up, w_down,
+                              block_f=block_f, interpret=interpret)
+  if kernel == "triton":
+    from moe import triton_gather_gemv  # jax-triton is only needed here
+    return triton_gather_gemv.gather_gemv_triton(x, expert_ids, gates, w_gate, w_up,
+                                                 w_down)
+  raise ValueError(f"gather_gemv: kernel {kernel!r} is not one of {KERNELS}")
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _gather_gemv(kernel, block_f, interpret, x, expert_ids, gates, w_gate, w_up, w_down):
+  return _forward(kernel, block_f, interpret, x, expert_ids, gates, w_gate, w_up, w_down)
+
+
+def _gather_gemv_fwd(kernel, block_f, interpret, x, expert_ids, gates, w_gate, w_up,
+                     w_down):
+  y = _forward(kernel, block_f, interpret, x, expert_ids, gates, w_gate, w_up, w_down)
+  return y, (x, expert_ids, gates, w_gate, w_up, w_down)
+
+
+def _gather_gemv_bwd(kernel, block_f, interpret, residuals, dy):
+  # The per-token loop is the right shape for a few decode tokens, but its
+  # autodiff transpose adds a full [E, d, f] weight-gradient update per token
+  # and slot (15x slower than dense at T=256 on CPU). The gradient is the same
+  # function's, so take it from the dropless grouped-GEMM form, which
+  # accumulates each expert's weight gradient in one grouped matmul. Gradients
+  # are deterministic but not batch-invariant; the contract (DESIGN.md 5) is
+  # about forward bits.
+  del kernel, block_f, interpret
+  from moe import grouped_gemm
+  x, expert_ids, gates, w_gate, w_up, w_down = residuals
+
+  def f(x, gates, w_gate, w_up, w_down):
+    return grouped_gemm.ragged_dot_ffn(x, expert_ids, gates, w_gate, w_up,
+                                       w_down).astype(x.dtype)
+
+  _, vjp = jax.vjp(f, x, gates, w_gate, w_up, w_down)
+  dx, dgates, dwg, dwu, dwd = vjp(dy)
+  return dx, None, dgates, dwg, dwu, dwd
+
+
+_gather_gemv.defvjp(_gather_gemv_fwd, _gather_gemv_bwd)
+
+
+def gather_gemv(x, expert_ids, gates, w_gate, w_up, w_down, *, kernel: str = "xla",
+                block_f: int | None = None, interpret: bool | None = None):
+  """y [T, d] (x.dtype) = sum_j gates[:, j] * expert_{ids[:, j]}(x); differentiable.
+
+  kernel: 'xla' (lax.map/scan loop, what runs on CPU), 'pallas' (interpret
+  mode off GPU) or 'triton' (jax-triton, GPU only at run time).
+  """
+  if kernel not in KERNELS:
+    raise ValueError(f"gather_gemv: kernel {kernel!r} is not one of {KERNELS}")
+  check_inputs(x, expert_ids, gates, w_gate, w_up, w_down)
+  return _gather_gemv(kernel, block_f, interpret, x, expert_ids.astype(jnp.int32), gates,
+                      w_gate, w_up, w_down)

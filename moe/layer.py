@@ -39,6 +39,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from moe import gather_gemv as gg
+from moe import grouped_gemm
 from moe import router as router_lib
 from pallas_kernels import numerics as numerics_lib
 
@@ -90,54 +91,48 @@ def _swiglu(x, w_gate, w_up, w_down):
 
 
 def ffn_loop(x, routing, w_gate, w_up, w_down):
-  """Reference: loop over experts; expert e sees all tokens, weighted by its gate."""
-  num_experts = w_gate.shape[0]
-  combine = router_lib.combine_weights(routing, num_experts)      # [T, E]
-  y = jnp.zeros(x.shape, F32)
-  for e in range(num_experts):
-    y = y + combine[:, e:e + 1] * _swiglu(x, w_gate[e], w_up[e], w_down[e])
+  """Reference: loop over experts; expert e sees all tokens, weighted by its gate.
+
+  A lax.scan rather than a Python loop so E = 64 compiles in one step.
+  """
+  combine = router_lib.combine_weights(routing, w_gate.shape[0])      # [T, E]
+
+  def one_expert(y, args):
+    c_e, wg, wu, wd = args
+    return y + c_e[:, None] * _swiglu(x, wg, wu, wd), None
+
+  y, _ = jax.lax.scan(one_expert, jnp.zeros(x.shape, F32),
+                      (combine.T, w_gate, w_up, w_down))
   return y
 
 
 def ffn_dense(x, routing, w_gate, w_up, w_down):
   """Every expert on every token at once, masked by the [T, E] gates."""
   combine = router_lib.combine_weights(routing, w_gate.shape[0])
+  # XLA:CPU has no bf16 x bf16 -> f32 kernel for these batched dots
+  # ("Unsupported element type for DotThunk"), so a bf16 model computes its
+  # dense baseline from f32 copies (same math as f32 accumulation).
+  x, w_gate, w_up = x.astype(F32), w_gate.astype(F32), w_up.astype(F32)
   h = jax.nn.silu(jnp.einsum("td,edf->tef", x, w_gate, preferred_element_type=F32))
   h = h * jnp.einsum("td,edf->tef", x, w_up, preferred_element_type=F32)
-  out = jnp.einsum("tef,efd->ted", h.astype(w_down.dtype), w_down,
-                   preferred_element_type=F32)
+  h = h.astype(w_down.dtype).astype(F32)  # round like the other impls
+  out = jnp.einsum("tef,efd->ted", h, w_down.astype(F32), preferred_element_type=F32)
   return jnp.einsum("ted,te->td", out, combine)
 
 
 def ffn_ragged_dot(x, routing, w_gate, w_up, w_down):
   """Dropless grouped GEMM: sort the T*k token-slots by expert, ragged_dot."""
-  num_tokens, k = routing.expert_ids.shape
-  num_experts = w_gate.shape[0]
-  flat_ids = routing.expert_ids.reshape(-1)
-  order = jnp.argsort(flat_ids, stable=True)                  # slot order by expert
-  xs = jnp.take(x, order // k, axis=0)                        # [T*k, d]
-  group_sizes = jnp.bincount(flat_ids, length=num_experts).astype(jnp.int32)
-  h = jax.nn.silu(jax.lax.ragged_dot(xs, w_gate, group_sizes, preferred_element_type=F32))
-  h = h * jax.lax.ragged_dot(xs, w_up, group_sizes, preferred_element_type=F32)
-  out = jax.lax.ragged_dot(h.astype(w_down.dtype), w_down, group_sizes,
-                           preferred_element_type=F32)        # [T*k, d], sorted
-  out = jnp.zeros_like(out).at[order].set(out, unique_indices=True)
-  out = out.reshape(num_tokens, k, -1)
-  return jnp.einsum("tkd,tk->td", out, routing.gates)
+  return grouped_gemm.ragged_dot_ffn(x, routing.expert_ids, routing.gates, w_gate,
+                                     w_up, w_down)
 
 
 def ffn_gather_gemv(x, routing, w_gate, w_up, w_down, *, kernel: str = "xla",
                     interpret: bool | None = None):
-  if kernel == "xla":
-    return gg.gather_gemv_xla(x, routing.expert_ids, routing.gates, w_gate, w_up, w_down)
-  if kernel == "pallas":
-    return gg.gather_gemv_pallas(x, routing.expert_ids, routing.gates, w_gate, w_up,
-                                 w_down, interpret=interpret)
-  if kernel == "triton":
-    from moe import triton_gather_gemv
-    return triton_gather_gemv.gather_gemv_triton(
-        x, routing.expert_ids, routing.gates, w_gate, w_up, w_down)
-  raise ValueError(f"moe.gemv_kernel: {kernel!r} is not one of {GEMV_KERNELS}")
+  """Per-token gemvs (moe/gather_gemv.py); backward by grouped GEMM."""
+  if kernel not in GEMV_KERNELS:
+    raise ValueError(f"moe.gemv_kernel: {kernel!r} is not one of {GEMV_KERNELS}")
+  return gg.gather_gemv(x, routing.expert_ids, routing.gates, w_gate, w_up, w_down,
+                        kernel=kernel, interpret=interpret).astype(F32)
 
 
 def _expert_param(key, shape, fan_in, dtype):
