@@ -68,6 +68,23 @@ def load_model(config, params) -> InteractionModel:
   return model_from_params(graphdef, abstract, params)
 
 
+def load_trained(workdir: str, step: int | None = None):
+  """(config, params) of a training run's checkpoint (latest step by default)."""
+  import ml_collections
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{workdir}: no config.json; is this a training workdir?")
+  with open(path) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  ckpt = checkpointing.Checkpointer(workdir)
+  if ckpt.latest_step() is None:
+    raise FileNotFoundError(f"{workdir}: no checkpoint in {ckpt.directory}")
+  state, _ = ckpt.restore(abstract_train_state(config),
+                          checkpointing.structure_meta(config), step=step)
+  ckpt.close()
+  return config, state["params"]
+
+
 def create_train_state(config, rng: int | jax.Array = None) -> TrainState:
   """Initial train state. `rng`: int seed or PRNG key (default config.train.seed)."""
   seed = config.train.seed if rng is None else rng

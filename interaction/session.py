@@ -80,8 +80,7 @@ class Sessions:
     self.spec: LayoutSpec = LayoutSpec.from_config(config.layout)
     self.runner = SessionRunner(config, params, scfg)
     self.batch_size = int(batch_size)
-    seeds = list(range(self.batch_size)) if seeds is None else seeds
-    self.state = self.runner.init(self.batch_size, seeds)
+    self.seeds = list(range(self.batch_size)) if seeds is None else seeds
     sc = config.session
     mel_params = features.MelParams.from_layout(config.layout)
     self.frontends = [StreamingMelFrontend(self.spec, mel_params)
@@ -90,6 +89,17 @@ class Sessions:
                                        context_frames=sc.vocoder_context_frames,
                                        params=mel_params)
                       for _ in range(self.batch_size)] if vocoder else None)
+    self.reset()
+
+  def reset(self, seeds=None):
+    """Starts every session afresh (keeps the compiled step)."""
+    if seeds is not None:
+      self.seeds = seeds
+    self.state = self.runner.init(self.batch_size, self.seeds)
+    for fe in self.frontends:
+      fe.reset()
+    for voc in self.vocoders or []:
+      voc.reset()
     self.user_text = [collections.deque() for _ in range(self.batch_size)]
     self.background_text = [collections.deque() for _ in range(self.batch_size)]
     self.eventizers = [_Eventizer() for _ in range(self.batch_size)]
