@@ -169,6 +169,7 @@ def _parse(argv):
   p.add_argument("--no_timeline", action="store_true")
   p.add_argument("--no_resume", action="store_true")
   p.add_argument("--recorded_dir", default=None, help="for --agent=recorded")
+  p.add_argument("--checkpoint", default=None, help="for --agent=model: training workdir")
   p.add_argument("--end_silence_s", type=float, default=0.6, help="vad_cascade")
   p.add_argument("--response_delay_s", type=float, default=0.0, help="vad_cascade")
   p.add_argument("--tts", default="auto", choices=("auto", "espeak", "placeholder"))
@@ -183,6 +184,10 @@ def agent_from_args(name, args):
                       response_delay_s=args.response_delay_s, tts_backend=args.tts)
   if name == "oracle":
     return make_agent(name, tts_backend=args.tts)
+  if name == "model":
+    if not getattr(args, "checkpoint", None):
+      raise ValueError("--agent=model needs --checkpoint=WORKDIR (a training run)")
+    return make_agent(name, checkpoint=args.checkpoint)
   return make_agent(name)
 
 

@@ -67,6 +67,7 @@ def main(argv=None):
   p.add_argument("--vad", default="webrtc", choices=("webrtc", "words"))
   p.add_argument("--no_timeline", action="store_true")
   p.add_argument("--recorded_dir", default=None)
+  p.add_argument("--checkpoint", default=None, help="training workdir, for the model agent")
   p.add_argument("--end_silence_s", type=float, default=0.6)
   p.add_argument("--response_delay_s", type=float, default=0.0)
   p.add_argument("--tts", default="auto", choices=("auto", "espeak", "placeholder"))

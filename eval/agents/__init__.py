@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from eval.agents.base import Agent, InputChunk, OutputChunk
 
-AGENTS = ("silent", "oracle", "vad_cascade", "recorded")
+AGENTS = ("silent", "oracle", "vad_cascade", "recorded", "model")
 
 
 def make_agent(name: str, **kwargs) -> Agent:
@@ -21,8 +21,10 @@ def make_agent(name: str, **kwargs) -> Agent:
   if name == "recorded":
     from eval.agents.recorded import RecordedAgent
     return RecordedAgent(**kwargs)
-  raise ValueError(f"unknown agent {name!r}; known: {AGENTS} (the model agent is wired "
-                   "by the integrator through interaction/streaming)")
+  if name == "model":
+    from eval.agents.model import ModelAgent
+    return ModelAgent(**kwargs)
+  raise ValueError(f"unknown agent {name!r}; known: {AGENTS}")
 
 
 __all__ = ["Agent", "InputChunk", "OutputChunk", "make_agent", "AGENTS"]

@@ -1,0 +1,55 @@
+"""The interaction model as an eval agent, through a streaming session.
+
+`reset` starts a fresh session (the compiled step is kept across samples);
+`step` appends the chunk's input block and decodes one output block: its
+model_text tokens become word events, its mel frames (through the streaming
+vocoder) the chunk's 3200 samples. The session's output block for turn t is
+spoken during turn t+1, the harness's default output window.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from eval.agents.base import CHUNK_SAMPLES, Agent, InputChunk, OutputChunk
+from eval.events import TextEvent
+
+
+class ModelAgent(Agent):
+  name = "model"
+
+  def __init__(self, checkpoint: str | None = None, config=None, params=None):
+    from interaction.run_session import load_config_and_params
+    from interaction.session import Sessions
+    if params is None:
+      config, params = load_config_and_params(checkpoint, config)
+    self.checkpoint = checkpoint
+    self.config = config
+    self.sessions = Sessions(config, params, batch_size=1)
+
+  def reset(self, sample) -> None:
+    self.sessions.reset()
+
+  def step(self, chunk: InputChunk) -> OutputChunk:
+    from data_pipeline.features import resize_frames
+    spec = self.sessions.spec
+    frame = chunk.frame
+    if frame is not None:
+      if not spec.video_enabled:
+        frame = None
+      elif frame.shape[:2] != (spec.video_height, spec.video_width):
+        frame = resize_frames(frame[None], spec.video_height, spec.video_width)[0]
+    r = self.sessions.step(np.asarray(chunk.audio, np.float32), video=frame,
+                           user_text=chunk.user_text)
+    # Session times assume a one-chunk lag; re-anchor on the harness's window.
+    shift = chunk.out_t - (self.sessions.turn * spec.turn_seconds)
+    events = [TextEvent(e["t_start"] + shift, e["t_end"] + shift, e["text"],
+                        e["stream"]) for e in r.events[0]]
+    audio = r.audio[0]
+    assert audio.shape == (CHUNK_SAMPLES,)
+    return OutputChunk(audio=audio, events=events)
+
+  def describe(self) -> dict:
+    return {"name": self.name, "checkpoint": self.checkpoint,
+            "config": self.config.name,
+            "kernels": self.config.model.kernels.mode}
