@@ -15,7 +15,10 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import dataclasses
+import os
+import pickle
 import threading
+import zlib
 
 import librosa
 import numpy as np
@@ -82,6 +85,9 @@ class _Engine:
       raise EspeakNotFound(INSTALL_HINT + " (espeak_Initialize failed: its "
                            "data files may be missing)")
     self.lock = threading.Lock()
+    # espeak's noise sources (fricatives, breath) draw from libc rand(); seeding
+    # it per phrase makes a phrase's audio independent of what was said before.
+    self.libc = ctypes.CDLL(None)
     self._chunks: list[np.ndarray] = []
     self._words: list[tuple[int, int, int]] = []
     self._cb = _CALLBACK(self._on_audio)  # kept alive: the library holds the pointer
@@ -99,23 +105,64 @@ class _Engine:
       i += 1
     return 0
 
+  def _synth_here(self, text, voice, rate, pitch, pitch_range):
+    if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
+      raise ValueError(f"espeak-ng voice {voice!r} is not available")
+    for param, value in ((_RATE, rate), (_PITCH, pitch), (_RANGE, pitch_range),
+                         (_VOLUME, 100), (_WORDGAP, 0)):
+      self.lib.espeak_SetParameter(param, int(value), 0)
+    self._chunks, self._words = [], []
+    data = text.encode("utf-8") + b"\0"
+    self.libc.srand(zlib.crc32(data + f"{voice}|{rate}|{pitch}|{pitch_range}".encode()))
+    err = self.lib.espeak_Synth(data, len(data), 0, _POS_CHARACTER, 0, _CHARS_UTF8,
+                                None, None)
+    self.lib.espeak_Synchronize()
+    if err != 0:
+      raise RuntimeError(f"espeak_Synth failed ({err}) for {text!r}")
+    wave = (np.concatenate(self._chunks) if self._chunks
+            else np.zeros(0, np.int16)).astype(np.float32) / 32768.0
+    return wave, list(self._words)
+
   def synth(self, text: str, voice: str, rate: int, pitch: int, pitch_range: int):
+    """Synthesizes in a forked child of this (never-synthesizing) process.
+
+    libespeak-ng keeps state across utterances (its pitch-flutter phase, among
+    others), so the same phrase comes out a few samples different depending on
+    what was said before, and espeak_Terminate/Initialize hangs in synchronous
+    mode. A fork starts every phrase from the same pristine state: a phrase is
+    a pure function of (text, voice, rate, pitch), whatever the worker order.
+    Costs a few ms per phrase.
+    """
+    if not hasattr(os, "fork"):
+      with self.lock:
+        return self._synth_here(text, voice, rate, pitch, pitch_range)
     with self.lock:
-      if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
-        raise ValueError(f"espeak-ng voice {voice!r} is not available")
-      for param, value in ((_RATE, rate), (_PITCH, pitch), (_RANGE, pitch_range),
-                           (_VOLUME, 100), (_WORDGAP, 0)):
-        self.lib.espeak_SetParameter(param, int(value), 0)
-      self._chunks, self._words = [], []
-      data = text.encode("utf-8") + b"\0"
-      err = self.lib.espeak_Synth(data, len(data), 0, _POS_CHARACTER, 0, _CHARS_UTF8,
-                                  None, None)
-      self.lib.espeak_Synchronize()
-      if err != 0:
-        raise RuntimeError(f"espeak_Synth failed ({err}) for {text!r}")
-      wave = (np.concatenate(self._chunks) if self._chunks
-              else np.zeros(0, np.int16)).astype(np.float32) / 32768.0
-      return wave, list(self._words)
+      r, w = os.pipe()
+      pid = os.fork()
+      if pid == 0:  # child: synthesize, send, leave without cleanup handlers
+        code = 0
+        try:
+          os.close(r)
+          try:
+            payload = pickle.dumps(("ok", self._synth_here(text, voice, rate, pitch,
+                                                          pitch_range)))
+          except BaseException as e:  # pylint: disable=broad-except
+            payload = pickle.dumps(("error", e))
+          with os.fdopen(w, "wb") as f:
+            f.write(payload)
+        except BaseException:  # pylint: disable=broad-except
+          code = 1
+        os._exit(code)  # pylint: disable=protected-access
+      os.close(w)
+      with os.fdopen(r, "rb") as f:
+        payload = f.read()
+      os.waitpid(pid, 0)
+    if not payload:
+      raise RuntimeError(f"espeak-ng child process failed for {text!r}")
+    status, value = pickle.loads(payload)
+    if status == "error":
+      raise value
+    return value
 
 
 _ENGINE: _Engine | None = None
@@ -133,7 +180,7 @@ def check_available() -> None:
   engine()
 
 
-def _voiced_bounds(wave: np.ndarray, sr: int, thresh_db: float = -45.0):
+def _voiced_bounds(wave: np.ndarray, sr: int, thresh_db: float = -40.0):
   """First and last sample of 5 ms frames within thresh_db of the loudest frame."""
   hop = max(1, sr // 200)
   n = len(wave) // hop

@@ -51,9 +51,12 @@ class GriffinLimVocoder(Vocoder):
     mag = librosa.feature.inverse.mel_to_stft(
         10.0 ** logmel.T, sr=self.sample_rate, n_fft=p.n_fft, power=1.0,
         fmin=p.fmin, fmax=p.fmax)
+    # log_mel dropped the centred STFT's last frame (F = n // hop); give it back
+    # (a copy of the last) so the STFT geometry matches a wave of n samples.
+    mag = np.concatenate([mag, mag[:, -1:]], axis=1)
     # A fixed seed for the initial phases: the same mel always gives the same wave.
     wave = librosa.griffinlim(
         mag, n_iter=self.n_iter, hop_length=self.spec.hop_samples,
         win_length=self._win, window="hann", center=True, length=n,
-        init="random", random_state=self.seed)
+        init="random", rng=np.random.default_rng(self.seed))
     return wave.astype(np.float32)
