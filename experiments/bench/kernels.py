@@ -2,6 +2,7 @@
 
   python -m experiments.bench kernels [--turns=50] [--batch=4] [--rounds=5]
       [--block_rows=8,64] [--cache_lengths=1024,8192,32768]
+      [--session_capacity=768] [--session_offset=600] [--skip_model]
 
 (a) Forward of the `demo` model (experiments/configs/demo.py, teacher-forced
     over `--turns` micro-turns, random tokens by the layout contract) with
@@ -10,6 +11,11 @@
 (b) One-token decode attention at the demo's head shapes against a full cache
     of each length: split-KV (invariant XLA path) vs plain jnp attention
     (the 'default' mode's einsum softmax).
+(c) The streaming steps of the `demo` model, batch 1, against a cache of
+    `--session_capacity` slots filled to `--session_offset`: the decoder
+    stack plus text head on one slot (a decode step) and on one input block
+    (an append), default vs invariant. These are what a live session pays
+    every micro-turn, so a win in (a) must not cost them much.
 
 Prints a table, then one JSON line: `*_ms` medians and `*_ratio` values
 (invariant / default; above 1 is overhead).
@@ -74,6 +80,40 @@ def _model_forward_fns(turns, batch_size, block_rows_list):
   return fns, config, seq
 
 
+def _session_step_fns(capacity, offset):
+  """(c): name -> zero-arg callable for the decode step and the append."""
+  from flax import nnx
+  from experiments.configs import demo
+  from interaction import model as model_lib
+
+  config = demo.get_config()
+  spec = model_lib.validate_config(config)
+  block = spec.input_slots  # one append = one micro-turn's input block
+  state, fns = None, {}
+  for mode in ("default", "invariant"):
+    config.model.kernels.mode = mode
+    model = model_lib.build_model(config, rngs=0)
+    graphdef, this_state = nnx.split(model)
+    state = this_state if state is None else state
+    cache = model.init_cache(1, capacity)
+
+    def step(st, x, cache, off, g=graphdef):
+      m = nnx.merge(g, st)
+      pos = off[:, None] + jnp.arange(x.shape[1], dtype=jnp.int32)[None]
+      h, new_cache, _ = m.backbone(x, pos, cache, off)
+      return m.text_logits(h), new_cache
+
+    jstep = jax.jit(step)
+    off = jnp.array([offset], jnp.int32)
+    rng = np.random.default_rng(1)
+    for name, slots in (("decode", 1), ("append", block)):
+      x = jnp.asarray(rng.standard_normal((1, slots, config.model.d_model)),
+                      jnp.float32)
+      fns.setdefault(name, {})[mode] = (
+          lambda f=jstep, x=x, c=cache: f(state, x, c, off))
+  return fns, block
+
+
 def _decode_fns(cache_len, hq, hkv, d, split, block_q):
   rng = np.random.default_rng(cache_len)
   q = jnp.asarray(rng.standard_normal((1, 1, hq, d)), jnp.float32)
@@ -96,6 +136,8 @@ def main(argv):
   parser.add_argument("--rounds", type=int, default=5)
   parser.add_argument("--block_rows", default="8,64")
   parser.add_argument("--cache_lengths", default="1024,8192,32768")
+  parser.add_argument("--session_capacity", type=int, default=768)
+  parser.add_argument("--session_offset", type=int, default=600)
   parser.add_argument("--skip_model", action="store_true")
   args = parser.parse_args(argv)
   block_rows_list = [int(x) for x in args.block_rows.split(",") if x]
@@ -129,5 +171,19 @@ def main(argv):
     figures[f"decode_{length}_splitkv_ms"] = round(med["invariant"], 4)
     figures[f"decode_{length}_plain_ms"] = round(med["default"], 4)
     figures[f"decode_{length}_ratio"] = round(ratio, 4)
+  if not args.skip_model:
+    step_fns, block = _session_step_fns(args.session_capacity,
+                                        args.session_offset)
+    print(f"(c) demo streaming steps, batch 1, cache {args.session_capacity} "
+          f"slots filled to {args.session_offset}")
+    for name, fns in step_fns.items():
+      med = common.interleaved_medians(fns, rounds=max(args.rounds, 5), inner=5)
+      ratio = med["invariant"] / med["default"]
+      what = "1 slot" if name == "decode" else f"{block} slots"
+      print(f"  {name} ({what}): invariant {med['invariant']:8.3f} ms  default "
+            f"{med['default']:8.3f} ms  ratio {ratio:.3f}")
+      figures[f"session_{name}_invariant_ms"] = round(med["invariant"], 4)
+      figures[f"session_{name}_default_ms"] = round(med["default"], 4)
+      figures[f"session_{name}_ratio"] = round(ratio, 4)
   common.emit(figures)
   return 0
