@@ -67,7 +67,7 @@ def _token0_bits(fn, args, sizes):
   return outs
 
 
-SIZES = (1, 2, 3, 8, 31, 64, 200)
+SIZES = (1, 2, 8, 31, 200)
 
 
 @pytest.mark.parametrize("kernel", ["xla", "pallas"])
