@@ -193,3 +193,32 @@ def test_numerics_pads_a_whole_sequence_but_not_a_cache():
   np.testing.assert_array_equal(whole, cached)
   with pytest.raises(ValueError, match="split_size"):
     nm.attention(q[:, :1], k[:, :20], v[:, :20], q_offset=0, kv_len=1, numerics=num)
+
+
+def test_chunking_and_batch_bits_at_demo_head_shapes():
+  """XLA path at the demo model's heads (Hq 8, Hkv 2, D 32): 90 tokens in a
+  cache of 128 with split 64 — prefill == chunks of 1, 7, 40, 42 == decode
+  of single tokens == the same sequence beside companions in a larger cache.
+  The small-head tests above would miss a layout change that only alters the
+  kernel at wider heads."""
+  hq, hkv, d, n, cap = 8, 2, 32, 90, 128
+  q = _rand(0, (1, n, hq, d))
+  k, v = _rand(1, (1, cap, hkv, d)), _rand(2, (1, cap, hkv, d))
+  num = _inv("xla", split_size=64)
+  prefill = _run(num, q, k, v, 0, n)
+  start = 0
+  for size in (1, 7, 40, 42):
+    np.testing.assert_array_equal(
+        _run(num, q[:, start:start + size], k, v, start, start + size),
+        prefill[:, start:start + size], err_msg=f"chunk {size} at {start}")
+    start += size
+  for t in (0, 63, 64, 89):
+    np.testing.assert_array_equal(_run(num, q[:, t:t + 1], k, v, t, t + 1),
+                                  prefill[:, t:t + 1], err_msg=f"decode {t}")
+  oq = _rand(3, (3, n, hq, d)).at[1].set(q[0])
+  wide = lambda x, s: jnp.concatenate([x, _rand(s, x.shape)], axis=1)
+  ok = _rand(4, (3, 2 * cap, hkv, d)).at[1].set(wide(k, 5)[0])
+  ov = _rand(6, (3, 2 * cap, hkv, d)).at[1].set(wide(v, 7)[0])
+  off = jnp.array([17, 0, 100], jnp.int32)
+  got = _run(num, oq, ok, ov, off, off + n)
+  np.testing.assert_array_equal(got[1:2], prefill)
