@@ -113,9 +113,11 @@ def init_state(model: InteractionModel, scfg: SessionConfig, batch_size: int,
 def _evict(spec: LayoutSpec, scfg: SessionConfig, state: SessionState) -> SessionState:
   """Drops the oldest micro-turn after the prefix in rows that cannot fit one more."""
   spt = spec.slots_per_turn
-  cap = state.slot_turn.shape[1]
+  # Whole micro-turns only: the cache array may be a little larger (rounded
+  # up to the split size), but it holds at most capacity_turns turns.
+  limit = scfg.capacity_turns * spt
   keep = scfg.prefix_turns * spt
-  need = state.length + spt > cap                           # [B]
+  need = state.length + spt > limit                          # [B]
 
   def shift(x):  # x [B, C, ...]: remove slots [keep, keep + spt)
     pad = jnp.zeros((x.shape[0], spt) + x.shape[2:], x.dtype)
