@@ -70,14 +70,6 @@ def num_turns(ep: Episode, spec: LayoutSpec) -> int:
   return max(1, math.ceil(len(ep.user_audio) / spec.samples_per_turn - 1e-9))
 
 
-def _window(wave: np.ndarray, start: int, length: int) -> np.ndarray:
-  out = np.zeros(length, np.float32)
-  lo, hi = max(0, start), min(len(wave), start + length)
-  if hi > lo:
-    out[lo - start:hi - start] = wave[lo:hi]
-  return out
-
-
 def episode_example(ep: Episode, spec: LayoutSpec, *, start_turn: int,
                     turns: int, params: features.MelParams | None = None
                     ) -> dict[str, np.ndarray]:
@@ -87,10 +79,11 @@ def episode_example(ep: Episode, spec: LayoutSpec, *, start_turn: int,
                      f"layout.sample_rate {spec.sample_rate}")
   spt, n_total = spec.samples_per_turn, num_turns(ep, spec)
   span = turns * spt
-  user = _window(ep.user_audio, start_turn * spt, span)
-  model = _window(ep.model_audio, (start_turn + 1) * spt, span)
-  user_mel = features.log_mel(user, spec, params).reshape(turns, spec.frames_per_turn, spec.n_mels)
-  model_mel = features.log_mel(model, spec, params).reshape(turns, spec.frames_per_turn, spec.n_mels)
+  shape = (turns, spec.frames_per_turn, spec.n_mels)
+  user_mel = features.log_mel_window(ep.user_audio, start_turn * spt, span, spec,
+                                     params).reshape(shape)
+  model_mel = features.log_mel_window(ep.model_audio, (start_turn + 1) * spt, span,
+                                      spec, params).reshape(shape)
   model_mel = np.clip(model_mel, spec.dmel_min, spec.dmel_max)
 
   def crop(slots):

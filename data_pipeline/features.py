@@ -169,16 +169,34 @@ def log_mel(wave: np.ndarray, spec: LayoutSpec,
   The centred STFT gives one more frame than that; the last is dropped so a
   micro-turn of audio always maps to exactly `frames_per_turn` frames.
   """
-  params = params or MelParams.from_spec(spec)
   wave = np.asarray(wave, dtype=np.float32)
   if wave.ndim != 1:
     raise ValueError(f"log_mel: wave must be 1-D, got shape {wave.shape}")
-  n_frames = wave.shape[0] // spec.hop_samples
-  if n_frames == 0:
+  return log_mel_window(wave, 0, len(wave), spec, params)
+
+
+def log_mel_window(wave: np.ndarray, start: int, length: int, spec: LayoutSpec,
+                   params: MelParams | None = None) -> np.ndarray:
+  """The frames of `log_mel(wave)` for samples [start, start + length), exactly.
+
+  Frame k is centred on sample start + k * hop and sees the real signal on
+  both sides (zeros only outside the wave), so a crop's features equal the
+  same frames of the whole episode: cropping never changes the data.
+  """
+  params = params or MelParams.from_spec(spec)
+  n_frames = length // spec.hop_samples
+  if n_frames <= 0:
     return np.zeros((0, spec.n_mels), np.float32)
-  mag = np.abs(librosa.stft(wave, n_fft=params.n_fft, hop_length=spec.hop_samples,
+  half = params.n_fft // 2
+  lo = start - half
+  hi = start + (n_frames - 1) * spec.hop_samples + half
+  seg = np.zeros(hi - lo, np.float32)
+  a, b = max(lo, 0), min(hi, len(wave))
+  if b > a:
+    seg[a - lo:b - lo] = wave[a:b]
+  mag = np.abs(librosa.stft(seg, n_fft=params.n_fft, hop_length=spec.hop_samples,
                             win_length=_win_samples(spec, params), window="hann",
-                            center=True, pad_mode="constant"))
+                            center=False))
   mel = _mel_basis(spec.sample_rate, params.n_fft, spec.n_mels, params.fmin,
                    params.fmax) @ mag[:, :n_frames]
   return np.log10(np.maximum(np.asarray(mel), _LOG_FLOOR)).T.astype(np.float32)

@@ -221,9 +221,8 @@ def user_interruption(rng, ctx):
 def backchannel(rng, ctx):
   tl = Timeline(rng, ctx)
   q = tl.speak("user", rng.uniform(0.2, 0.8), _pick(rng, _QUESTIONS))
-  clean_user = None
   ans = tl.speak("model", q["t_end"] + rng.uniform(0.2, 0.5), _pick(rng, _LONG))
-  clean_user = tl.user.copy()
+  clean_user = tl.user.copy()  # the user stream before any backchannel is added
   n_bc = int(rng.integers(1, 3))
   span = ans["t_end"] - ans["t_start"]
   bcs = []

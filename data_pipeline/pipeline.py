@@ -125,6 +125,9 @@ def build_dataset(config, *, process_index: int = 0, process_count: int = 1):
   ids = ds.to_iter_dataset(read)
   workers = int(data.num_workers)
   if workers > 0:
+    from absl import flags  # grain's worker code reads its absl flags
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS.mark_as_parsed()  # outside an absl app: use the flag defaults
     ids = ids.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
   return ids
 
