@@ -300,3 +300,28 @@ class SessionRunner:
   def run(self, state, inputs_seq: TurnInputs, forced_seq: Forced | None = None):
     """Many micro-turns in one call (leading axis = turns), via lax.scan."""
     return self._run(self.params, state, inputs_seq, forced_seq)
+
+
+# ---------------------------------------------------------------------------
+# Baseline for comparison only: what a turn-based stack does every micro-turn.
+# ---------------------------------------------------------------------------
+def reprefill_step(model: InteractionModel, scfg: SessionConfig, history: dict,
+                   inputs: TurnInputs, seeds):
+  """Recomputes the whole history, then runs one micro-turn.
+
+  history: the batch-contract streams of the T micro-turns so far ([B, T, ...]).
+  Allocates a fresh cache, prefills all T * slots_per_turn history slots in
+  one pass, then appends the new input block and generates its output block
+  exactly as `step` does. Its cost grows with the session; `step`'s does not.
+  """
+  spec = model.spec
+  b, t = history["model_text"].shape[:2]
+  big = dataclasses.replace(scfg, capacity_turns=t + 1, prefix_turns=0)
+  state = init_state(model, big, b, seeds)
+  x, positions = model.embed_episode(history)
+  _, cache, _ = model.backbone(x, positions, state.cache,
+                               jnp.zeros((b,), jnp.int32))
+  n = t * spec.slots_per_turn
+  state = state._replace(cache=cache, length=jnp.full((b,), n, jnp.int32),
+                         turn=jnp.full((b,), t, jnp.int32))
+  return step(model, big, state, inputs)

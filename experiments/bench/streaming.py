@@ -1,0 +1,161 @@
+"""Streaming sessions vs re-prefill, and the demo model's real-time factor.
+
+  python -m experiments.bench streaming [--config=demo] [--points=50,300,600]
+
+(1) Per-micro-turn cost of a session (append the input block to the KV cache,
+    generate the output block) against the re-prefill baseline (recompute the
+    whole history, then generate), at 10 s, 60 s and 120 s into a session
+    (50, 300, 600 micro-turns), interleaved in one run. Targets: the session
+    >= 20x cheaper at 60 s; its cost at 120 s <= 1.5x its cost at 10 s.
+(2) Real time on this machine: p50 / p99 wall time per micro-turn of the full
+    host loop (mel front end, append, text and flow-head steps, vocoder) over
+    `--rt_turns` micro-turns of a demo session. Target p99 <= 100 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments.bench import common
+from experiments.trainer import create_train_state, load_model
+from interaction import streaming as st
+
+
+def _random_turns(spec, b, t, rng):
+  streams = {
+      "user_audio": rng.integers(0, spec.dmel_bins, (b, t, spec.frames_per_turn, spec.n_mels)),
+      "model_audio": rng.integers(0, spec.dmel_bins, (b, t, spec.frames_per_turn, spec.n_mels)),
+      "user_text": rng.integers(0, 256, (b, t, 2)),
+      "background_text": rng.integers(0, 256, (b, t, 2)),
+      "model_text": rng.integers(0, 256, (b, t, 2)),
+  }
+  streams = {k: jnp.asarray(v, jnp.int32) for k, v in streams.items()}
+  if spec.video_enabled:
+    streams["video"] = jnp.asarray(rng.integers(0, 256, (b, t, spec.video_height,
+                                                         spec.video_width, 3)), jnp.uint8)
+    streams["video_present"] = jnp.ones((b, t), bool)
+  return streams
+
+
+def _turn_inputs(streams, i):
+  video, present = streams.get("video"), streams.get("video_present")
+  return st.TurnInputs(streams["user_audio"][:, i], streams["user_text"][:, i],
+                       streams["background_text"][:, i],
+                       None if video is None else video[:, i],
+                       None if present is None else present[:, i])
+
+
+def session_vs_reprefill(config, params, points, rounds):
+  spec = load_model(config, params).spec
+  scfg = st.SessionConfig.from_config(config.session)
+  scfg = st.SessionConfig(capacity_turns=max(points) + rounds * 4 + 8,
+                          prefix_turns=scfg.prefix_turns)
+  runner = st.SessionRunner(config, params, scfg)
+  rng = np.random.default_rng(0)
+  hist = _random_turns(spec, 1, max(points) + 1, rng)
+  graph = lambda p: load_model(config, p)  # noqa: E731
+  reprefill = jax.jit(lambda p, h, i: st.reprefill_step(graph(p), scfg, h, i, [0]))
+
+  results = {}
+  state = runner.init(1, seeds=[0])
+  done = 0
+  for n in sorted(points):
+    # Advance the session to n micro-turns (scan over the history's inputs).
+    if n > done:
+      seq = st.TurnInputs(*[None if x is None else jnp.moveaxis(x[:, done:n], 1, 0)
+                            for x in _turn_inputs_all(hist)])
+      state, _ = runner.run(state, seq)
+      done = n
+    history = {k: v[:, :n] for k, v in hist.items()}
+    inputs = _turn_inputs(hist, n)
+    jax.block_until_ready(reprefill(params, history, inputs))    # compile
+
+    holder = {"state": state}
+
+    def session_turn():
+      holder["state"], out = runner.step(holder["state"], inputs)
+      return out
+
+    times = common.interleaved_medians(
+        {"session": session_turn,
+         "reprefill": lambda: reprefill(params, history, inputs)},
+        rounds=rounds, inner=1)
+    state = holder["state"]
+    done = int(state.turn[0])
+    results[n] = times
+  return results
+
+
+def _turn_inputs_all(streams):
+  return (streams["user_audio"], streams["user_text"], streams["background_text"],
+          streams.get("video"), streams.get("video_present"))
+
+
+def real_time(config, params, turns):
+  from interaction.session import Sessions
+  sessions = Sessions(config, params, batch_size=1)
+  spec = sessions.spec
+  rng = np.random.default_rng(1)
+  t = np.arange(turns * spec.samples_per_turn) / spec.sample_rate
+  wave = (0.2 * np.sin(2 * np.pi * 180 * t) * (np.sin(2 * np.pi * 0.7 * t) > 0)
+          + 0.01 * rng.standard_normal(t.shape)).astype(np.float32)
+  chunks = wave.reshape(turns, spec.samples_per_turn)
+  frame = (np.zeros((spec.video_height, spec.video_width, 3), np.uint8)
+           if spec.video_enabled else None)
+  for i in range(3):  # compile and warm up
+    sessions.step(chunks[i], video=frame)
+  times = []
+  for c in chunks:
+    t0 = time.perf_counter()
+    sessions.step(c, video=frame)
+    times.append((time.perf_counter() - t0) * 1e3)
+  return {"p50_ms": statistics.median(times),
+          "p99_ms": float(np.percentile(times, 99)),
+          "max_ms": max(times), "turns": turns}
+
+
+def main(argv):
+  p = argparse.ArgumentParser(prog="python -m experiments.bench streaming")
+  p.add_argument("--config", default="demo")
+  p.add_argument("--points", default="50,300,600")
+  p.add_argument("--rounds", type=int, default=5)
+  p.add_argument("--rt_turns", type=int, default=150)
+  args = p.parse_args(argv)
+  config = importlib.import_module(f"experiments.configs.{args.config}").get_config()
+  params = create_train_state(config)["params"]
+  points = [int(x) for x in args.points.split(",")]
+  print(f"machine: {common.machine()}")
+  print(f"config {args.config}: session vs re-prefill at {points} micro-turns")
+  res = session_vs_reprefill(config, params, points, args.rounds)
+  figures = {}
+  for n in points:
+    s, r = res[n]["session"], res[n]["reprefill"]
+    secs = int(n * 0.2)
+    print(f"  {secs:4d} s ({n} turns): session {s:8.2f} ms  re-prefill {r:9.2f} ms"
+          f"  ratio {r / s:6.1f}x")
+    figures[f"session_{secs}s_ms"] = round(s, 3)
+    figures[f"reprefill_{secs}s_ms"] = round(r, 3)
+    figures[f"reprefill_over_session_{secs}s_ratio"] = round(r / s, 2)
+  lo, hi = min(points), max(points)
+  figures["session_growth_ratio"] = round(res[hi]["session"] / res[lo]["session"], 3)
+  print(f"  session cost {int(hi * 0.2)} s / {int(lo * 0.2)} s: "
+        f"{figures['session_growth_ratio']:.2f}x")
+  rt = real_time(config, params, args.rt_turns)
+  print(f"real time ({args.config}, full host loop incl. front end, flow steps and "
+        f"vocoder, {rt['turns']} turns): p50 {rt['p50_ms']:.1f} ms, "
+        f"p99 {rt['p99_ms']:.1f} ms, max {rt['max_ms']:.1f} ms per 200 ms micro-turn")
+  figures.update({"rt_p50_ms": round(rt["p50_ms"], 2), "rt_p99_ms": round(rt["p99_ms"], 2),
+                  "real_time_factor_ratio": round(rt["p50_ms"] / 200.0, 3)})
+  common.emit(figures)
+
+
+if __name__ == "__main__":
+  import sys
+  main(sys.argv[1:])
