@@ -107,21 +107,26 @@ def _pallas_kernel(ids_ref, x_ref, gates_ref, wg_ref, wu_ref, wd_ref, o_ref, acc
   def _():
     acc_ref[...] = jnp.zeros_like(acc_ref)
 
-  x = x_ref[...]                                    # [1, d]
+  x = x_ref[0]                                      # [1, d]
   h = jax.nn.silu(jnp.dot(x, wg_ref[0], preferred_element_type=F32))
   h = h * jnp.dot(x, wu_ref[0], preferred_element_type=F32)   # [1, bf]
   out = jnp.dot(h.astype(wd_ref.dtype), wd_ref[0], preferred_element_type=F32)
-  gate = gates_ref[0, j].astype(F32)
+  gate = gates_ref[0, 0, j].astype(F32)
   acc_ref[...] += gate * out
 
   @pl.when((j == pl.num_programs(1) - 1) & (fi == pl.num_programs(2) - 1))
   def _():
-    o_ref[...] = acc_ref[...].astype(o_ref.dtype)
+    o_ref[0] = acc_ref[...].astype(o_ref.dtype)
 
 
 def gather_gemv_pallas(x, expert_ids, gates, w_gate, w_up, w_down, *,
                        block_f: int | None = None, interpret: bool | None = None):
-  """Pallas path. block_f tiles the hidden width (default: all of it)."""
+  """Pallas path. block_f tiles the hidden width (default: all of it).
+
+  Scalar prefetch (`PrefetchScalarGridSpec`) is a TPU (Mosaic) construct: this
+  kernel targets TPU and CPU interpret mode; on GPU use kernel='triton'. On TPU
+  block_f must be a multiple of 128 (or d_ff itself). Not run on a TPU here.
+  """
   check_inputs(x, expert_ids, gates, w_gate, w_up, w_down)
   from jax.experimental.pallas import tpu as pltpu  # PrefetchScalarGridSpec
 
@@ -138,22 +143,25 @@ def gather_gemv_pallas(x, expert_ids, gates, w_gate, w_up, w_down, *,
   grid_spec = pltpu.PrefetchScalarGridSpec(
       num_scalar_prefetch=1,
       grid=(t, k, f // block_f),
+      # Tokens ride a leading unit axis ([T, 1, d]) so every block's last two
+      # dims equal the array's, as TPU tiling requires of a one-row block.
       in_specs=[
-          pl.BlockSpec((1, d), lambda ti, j, fi, ids: (ti, 0)),
-          pl.BlockSpec((1, k), lambda ti, j, fi, ids: (ti, 0)),
+          pl.BlockSpec((1, 1, d), lambda ti, j, fi, ids: (ti, 0, 0)),
+          pl.BlockSpec((1, 1, k), lambda ti, j, fi, ids: (ti, 0, 0)),
           pl.BlockSpec((1, d, block_f), lambda ti, j, fi, ids: (ids[ti * k + j], 0, fi)),
           pl.BlockSpec((1, d, block_f), lambda ti, j, fi, ids: (ids[ti * k + j], 0, fi)),
           pl.BlockSpec((1, block_f, d), lambda ti, j, fi, ids: (ids[ti * k + j], fi, 0)),
       ],
-      out_specs=pl.BlockSpec((1, d), lambda ti, j, fi, ids: (ti, 0)),
+      out_specs=pl.BlockSpec((1, 1, d), lambda ti, j, fi, ids: (ti, 0, 0)),
       scratch_shapes=[pltpu.VMEM((1, d), F32)],
   )
-  return pl.pallas_call(
+  y = pl.pallas_call(
       _pallas_kernel,
       grid_spec=grid_spec,
-      out_shape=jax.ShapeDtypeStruct((t, d), x.dtype),
+      out_shape=jax.ShapeDtypeStruct((t, 1, d), x.dtype),
       interpret=interpret,
-  )(ids, x, gates.astype(F32), w_gate, w_up, w_down)
+  )(ids, x[:, None, :], gates.astype(F32)[:, None, :], w_gate, w_up, w_down)
+  return y[:, 0, :]
 
 
 # ---------------------------------------------------------------------------
