@@ -159,6 +159,26 @@ class MetricWriter:
 # ---------------------------------------------------------------------------
 # The loop
 # ---------------------------------------------------------------------------
+def _prepare_episodes(config, workdir: str, is_main: bool):
+  """source='episodes' with no path: use <workdir>/data, generating it once."""
+  d = config.data
+  if d.source != "episodes" or d.path:
+    return
+  path = os.path.join(workdir, "data")
+  if not os.path.exists(os.path.join(path, "episodes", "manifest.json")):
+    if jax.process_count() > 1:
+      raise ValueError("data.path: multi-process runs need pre-generated episodes "
+                       "(python -m data_pipeline.generate --out=DIR)")
+    if is_main:
+      from data_pipeline import generate
+      families = (generate._families(d.families) if d.families  # pylint: disable=protected-access
+                  else generate._families("all"))  # pylint: disable=protected-access
+      logging.info("Generating %d episodes per family into %s", d.generate_per_family, path)
+      generate.generate(families, int(d.generate_per_family), path, split="train",
+                        seed=int(d.seed))
+  d.path = path
+
+
 def _to_device_batch(batch):
   return {k: jnp.asarray(v) for k, v in batch.items()}
 
@@ -178,6 +198,7 @@ def train_and_evaluate(config, workdir: str, *, data_iter=None,
       f.write(config.to_json_best_effort(indent=2))
 
   if data_iter is None:
+    _prepare_episodes(config, workdir, is_main)
     from data_pipeline.pipeline import make_train_iter
     data_iter = make_train_iter(config, process_index=jax.process_index(),
                                 process_count=jax.process_count())

@@ -97,7 +97,9 @@ def model_config() -> ml_collections.ConfigDict:
 def data_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.source = "synthetic"        # 'synthetic' (in-memory random episodes) | 'episodes'
-  c.path = ""                   # episode directory for source='episodes'
+  c.path = ""                   # episode directory for source='episodes'; '' = <workdir>/data,
+                                # generated on the first run (generate_per_family per family)
+  c.generate_per_family = 12
   c.turns = 16                  # micro-turns per training example (crop or pad)
   c.batch_size = 4
   c.seed = 0
