@@ -9,6 +9,8 @@ import statistics
 import time
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 
 def block(x):
@@ -66,3 +68,25 @@ def machine() -> dict:
 def emit(figures: dict):
   """Prints the figures as the benchmark's last line (one JSON object)."""
   print(json.dumps(figures, sort_keys=True), flush=True)
+
+
+def random_batch(spec, b, t, rng):
+  """A training batch by the layout contract (interaction/layout.py)."""
+  from data_pipeline.tokenizer import TOKENIZER
+  f, mels = spec.frames_per_turn, spec.n_mels
+  vocab = TOKENIZER.vocab_size
+  batch = {
+      "user_audio": rng.integers(0, spec.dmel_bins, (b, t, f, mels)),
+      "model_audio": rng.integers(0, spec.dmel_bins, (b, t, f, mels)),
+      "model_mel": rng.standard_normal((b, t, f, mels)).astype(np.float32),
+      "user_text": rng.integers(0, vocab, (b, t, 2)),
+      "background_text": rng.integers(0, vocab, (b, t, 2)),
+      "model_text": rng.integers(0, vocab, (b, t, 2)),
+      "turn_mask": np.ones((b, t), bool),
+  }
+  if spec.video_enabled:
+    batch["video"] = rng.integers(0, 256, (b, t, spec.video_height,
+                                           spec.video_width, 3)).astype(np.uint8)
+    batch["video_present"] = np.ones((b, t), bool)
+  return {k: jnp.asarray(v.astype(np.int32) if v.dtype == np.int64 else v)
+          for k, v in batch.items()}

@@ -34,28 +34,6 @@ from experiments.bench import common
 from pallas_kernels import numerics as nm
 
 
-def _random_batch(spec, b, t, rng):
-  """A training batch by the layout contract (interaction/layout.py)."""
-  from data_pipeline.tokenizer import TOKENIZER
-  f, mels = spec.frames_per_turn, spec.n_mels
-  vocab = TOKENIZER.vocab_size
-  batch = {
-      "user_audio": rng.integers(0, spec.dmel_bins, (b, t, f, mels)),
-      "model_audio": rng.integers(0, spec.dmel_bins, (b, t, f, mels)),
-      "model_mel": rng.standard_normal((b, t, f, mels)).astype(np.float32),
-      "user_text": rng.integers(0, vocab, (b, t, 2)),
-      "background_text": rng.integers(0, vocab, (b, t, 2)),
-      "model_text": rng.integers(0, vocab, (b, t, 2)),
-      "turn_mask": np.ones((b, t), bool),
-  }
-  if spec.video_enabled:
-    batch["video"] = rng.integers(0, 256, (b, t, spec.video_height,
-                                           spec.video_width, 3)).astype(np.uint8)
-    batch["video_present"] = np.ones((b, t), bool)
-  return {k: jnp.asarray(v.astype(np.int32) if v.dtype == np.int64 else v)
-          for k, v in batch.items()}
-
-
 def _model_forward_fns(turns, batch_size, block_rows_list):
   from flax import nnx
   from experiments.configs import demo
@@ -63,7 +41,7 @@ def _model_forward_fns(turns, batch_size, block_rows_list):
 
   config = demo.get_config()
   spec = model_lib.validate_config(config)
-  batch = _random_batch(spec, batch_size, turns, np.random.default_rng(0))
+  batch = common.random_batch(spec, batch_size, turns, np.random.default_rng(0))
   fns, state = {}, None
   variants = [("default", None)] + [("invariant", br) for br in block_rows_list]
   for mode, block_rows in variants:

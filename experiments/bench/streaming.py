@@ -28,22 +28,6 @@ from experiments.trainer import create_train_state, load_model
 from interaction import streaming as st
 
 
-def _random_turns(spec, b, t, rng):
-  streams = {
-      "user_audio": rng.integers(0, spec.dmel_bins, (b, t, spec.frames_per_turn, spec.n_mels)),
-      "model_audio": rng.integers(0, spec.dmel_bins, (b, t, spec.frames_per_turn, spec.n_mels)),
-      "user_text": rng.integers(0, 256, (b, t, 2)),
-      "background_text": rng.integers(0, 256, (b, t, 2)),
-      "model_text": rng.integers(0, 256, (b, t, 2)),
-  }
-  streams = {k: jnp.asarray(v, jnp.int32) for k, v in streams.items()}
-  if spec.video_enabled:
-    streams["video"] = jnp.asarray(rng.integers(0, 256, (b, t, spec.video_height,
-                                                         spec.video_width, 3)), jnp.uint8)
-    streams["video_present"] = jnp.ones((b, t), bool)
-  return streams
-
-
 def _turn_inputs(streams, i):
   video, present = streams.get("video"), streams.get("video_present")
   return st.TurnInputs(streams["user_audio"][:, i], streams["user_text"][:, i],
@@ -59,7 +43,7 @@ def session_vs_reprefill(config, params, points, rounds, reprefill_rounds=2):
                           prefix_turns=scfg.prefix_turns)
   runner = st.SessionRunner(config, params, scfg)
   rng = np.random.default_rng(0)
-  hist = _random_turns(spec, 1, max(points) + 1, rng)
+  hist = common.random_batch(spec, 1, max(points) + 1, rng)
   graph = lambda p: load_model(config, p)  # noqa: E731
   reprefill = jax.jit(lambda p, h, i: st.reprefill_step(graph(p), scfg, h, i, [0]))
 
