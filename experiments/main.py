@@ -6,6 +6,9 @@ is the run's identity: rerunning the same command resumes from its last
 checkpoint. See WORKSPACE.md.
 """
 
+import json
+import os
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -18,15 +21,38 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, met
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def _summary(workdir: str) -> str:
+  """First and last logged metrics, as a small table."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return ""
+  with open(path) as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  if not rows:
+    return ""
+  keys = [k for k in ("loss", "text_loss", "text_acc", "flow_loss", "grad_norm",
+                      "steps_per_sec") if k in rows[-1]]
+  lines = ["step    " + "".join(f"{k:>14}" for k in keys)]
+  for r in (rows[0], rows[-1]) if len(rows) > 1 else rows[-1:]:
+    lines.append(f"{r['step']:<8}" + "".join(f"{r[k]:>14.4f}" for k in keys))
+  return "\n".join(lines)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:
+    # Orbax and grain log every checkpoint step at INFO; keep the console to
+    # the progress bar and warnings unless -v/--verbosity asks for more.
+    logging.set_verbosity(logging.WARNING)
   distributed.maybe_initialize()
   config = _CONFIG.value
   logging.info("config:\n%s", config)
   state = trainer.train_and_evaluate(config, _WORKDIR.value)
-  print(f"finished at step {int(state['step'])}; metrics in "
+  print(f"finished at step {int(state['step'])} of {config.train.steps}; "
+        f"checkpoints in {_WORKDIR.value}/checkpoints, metrics in "
         f"{_WORKDIR.value}/metrics.jsonl")
+  print(_summary(_WORKDIR.value))
 
 
 if __name__ == "__main__":

@@ -208,7 +208,7 @@ def train_and_evaluate(config, workdir: str, *, data_iter=None,
   if ckpt.latest_step() is not None:
     state, data_state = ckpt.restore(abstract_train_state(config), meta)
     data_iter.set_state(data_state)
-    logging.info("Resumed from step %d in %s", int(state["step"]), workdir)
+    logging.warning("Resumed from step %d in %s", int(state["step"]), workdir)
   else:
     state = create_train_state(config)
     logging.info("Starting from scratch in %s", workdir)
@@ -223,7 +223,9 @@ def train_and_evaluate(config, workdir: str, *, data_iter=None,
   bar = None
   if progress and is_main:
     from tqdm import tqdm
-    bar = tqdm(total=last, initial=step, desc=f"train {config.name}", unit="step")
+    limit = f", stops after {tc.max_minutes:g} min" if tc.max_minutes > 0 else ""
+    bar = tqdm(total=last, initial=step, desc=f"train {config.name}{limit}",
+               unit="step")
   try:
     while step < last:
       batch = _to_device_batch(next(data_iter))
