@@ -33,15 +33,27 @@ from data_pipeline import features
 from data_pipeline import generators
 from data_pipeline import tts
 
-_FAMILY = flags.DEFINE_string("family", "all", "Comma list of families, or 'all': "
-                              + ",".join(generators.FAMILIES))
-_NUM = flags.DEFINE_integer("num", 10, "Episodes per family.")
-_OUT = flags.DEFINE_string("out", None, "Output directory.")
-_SPLIT = flags.DEFINE_enum("split", "train", ["train", "heldout"],
-                           "Voice set and seed stream; heldout also writes eval references.")
-_SEED = flags.DEFINE_integer("seed", 0, "Base seed.")
-_WORKERS = flags.DEFINE_integer("workers", 0, "Processes (0 = one per core).")
-_EVAL_REFS = flags.DEFINE_bool("eval_refs", False, "Write eval references for --split=train too.")
+
+def _define_flags() -> dict:
+  """The command line's flags. Defined only when run as a program, so that the
+  trainer and other libraries can import `generate` without registering
+  --out, --seed, ... in their own absl flag namespace."""
+  return {
+      "family": flags.DEFINE_string("family", "all", "Comma list of families, or "
+                                    "'all': " + ",".join(generators.FAMILIES)),
+      "num": flags.DEFINE_integer("num", 10, "Episodes per family."),
+      "out": flags.DEFINE_string("out", None, "Output directory."),
+      "split": flags.DEFINE_enum("split", "train", ["train", "heldout"],
+                                 "Voice set and seed stream; heldout also writes "
+                                 "eval references."),
+      "seed": flags.DEFINE_integer("seed", 0, "Base seed."),
+      "workers": flags.DEFINE_integer("workers", 0, "Processes (0 = one per core)."),
+      "eval_refs": flags.DEFINE_bool("eval_refs", False,
+                                     "Write eval references for --split=train too."),
+  }
+
+
+_FLAGS: dict = {}
 
 SPLIT_CODE = {"train": 1, "heldout": 2}
 
@@ -171,21 +183,23 @@ def _write_suites(out: pathlib.Path, results, split: str, seed: int) -> None:
 
 def main(argv):
   del argv
-  if not _OUT.value:
+  f = {k: v.value for k, v in _FLAGS.items()}
+  if not f["out"]:
     raise app.UsageError("--out is required")
   try:
-    families = _families(_FAMILY.value)
-    summary = generate(families, _NUM.value, _OUT.value, split=_SPLIT.value,
-                       seed=_SEED.value, workers=_WORKERS.value,
-                       eval_refs=_EVAL_REFS.value or None)
+    families = _families(f["family"])
+    summary = generate(families, f["num"], f["out"], split=f["split"],
+                       seed=f["seed"], workers=f["workers"],
+                       eval_refs=f["eval_refs"] or None)
   except tts.EspeakNotFound as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
   except ValueError as e:
     raise app.UsageError(str(e))
   n = sum(len(v) for v in summary["families"].values())
-  print(f"wrote {n} episodes ({summary['total_seconds']} s of audio) to {_OUT.value}")
+  print(f"wrote {n} episodes ({summary['total_seconds']} s of audio) to {f['out']}")
 
 
 if __name__ == "__main__":
+  _FLAGS.update(_define_flags())
   app.run(main)

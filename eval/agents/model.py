@@ -19,7 +19,7 @@ class ModelAgent(Agent):
   name = "model"
 
   def __init__(self, checkpoint: str | None = None, config=None, params=None):
-    from interaction.run_session import load_config_and_params
+    from interaction.file_session import load_config_and_params
     from interaction.session import Sessions
     if params is None:
       config, params = load_config_and_params(checkpoint, config)

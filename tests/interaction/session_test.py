@@ -63,7 +63,7 @@ def test_typed_text_is_queued_two_tokens_per_turn(sessions):
 
 
 def test_run_session_writes_outputs_of_the_input_length(tmp_path):
-  from interaction.run_session import run
+  from interaction.file_session import run
   for sr, seconds in ((16000, 1.05), (22050, 0.7)):
     n = int(sr * seconds)
     t = np.arange(n) / sr
