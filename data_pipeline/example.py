@@ -80,8 +80,10 @@ def episode_example(ep: Episode, spec: LayoutSpec, *, start_turn: int,
   spt, n_total = spec.samples_per_turn, num_turns(ep, spec)
   span = turns * spt
   shape = (turns, spec.frames_per_turn, spec.n_mels)
-  user_mel = features.log_mel_window(ep.user_audio, start_turn * spt, span, spec,
-                                     params).reshape(shape)
+  # User audio as a live session hears it (no look-ahead past each micro-turn),
+  # so training inputs equal the streaming front end's bit for bit.
+  user_mel = features.streaming_log_mel_window(ep.user_audio, start_turn * spt, span,
+                                               spec, params).reshape(shape)
   model_mel = features.log_mel_window(ep.model_audio, (start_turn + 1) * spt, span,
                                       spec, params).reshape(shape)
   model_mel = np.clip(model_mel, spec.dmel_min, spec.dmel_max)

@@ -202,6 +202,43 @@ def log_mel_window(wave: np.ndarray, start: int, length: int, spec: LayoutSpec,
   return np.log10(np.maximum(np.asarray(mel), _LOG_FLOOR)).T.astype(np.float32)
 
 
+def streaming_log_mel_window(wave: np.ndarray, start: int, length: int,
+                             spec: LayoutSpec,
+                             params: MelParams | None = None) -> np.ndarray:
+  """`log_mel_window` as a live session computes it: no look-ahead past a micro-turn.
+
+  A streaming session featurises a micro-turn when its last sample arrives
+  (interaction.audio_stream.StreamingMelFrontend), so the last frames of each
+  turn, whose centred windows reach into the next turn, see zeros there. User
+  audio is featurised this way for training too, so the model's inputs in
+  training and in a session are the same bits. `start` must be a turn boundary.
+  """
+  params = params or MelParams.from_spec(spec)
+  mel = log_mel_window(wave, start, length, spec, params)
+  spt, hop, half = spec.samples_per_turn, spec.hop_samples, params.n_fft // 2
+  if start % spt:
+    raise ValueError(f"streaming_log_mel_window: start={start} is not a multiple "
+                     f"of the micro-turn ({spt} samples)")
+  centres = start + np.arange(mel.shape[0]) * hop
+  late = np.nonzero(centres % spt + half > spt)[0]
+  if late.size == 0:
+    return mel
+  bufs = np.zeros((late.size, params.n_fft), np.float32)
+  for j, k in enumerate(late):
+    c = int(centres[k])
+    lo, end = c - half, (c // spt + 1) * spt     # zeros from the turn's end on
+    a, b = max(lo, 0), min(end, len(wave))
+    if b > a:
+      bufs[j, a - lo:b - lo] = wave[a:b]
+  mag = np.abs(librosa.stft(bufs, n_fft=params.n_fft, hop_length=hop,
+                            win_length=_win_samples(spec, params), window="hann",
+                            center=False))[:, :, 0]
+  late_mel = _mel_basis(spec.sample_rate, params.n_fft, spec.n_mels, params.fmin,
+                        params.fmax) @ mag.T
+  mel[late] = np.log10(np.maximum(np.asarray(late_mel), _LOG_FLOOR)).T
+  return mel
+
+
 def dmel_centers(spec: LayoutSpec) -> np.ndarray:
   return np.linspace(spec.dmel_min, spec.dmel_max, spec.dmel_bins,
                      dtype=np.float64)

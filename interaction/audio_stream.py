@@ -1,12 +1,11 @@
 """Audio in and out of a streaming session, 200 ms at a time.
 
 `StreamingMelFrontend` turns each 3200-sample chunk into the turn's 16 log-mel
-frames with the offline recipe (`data_pipeline.features.log_mel`: centred
-1024-point STFT, Slaney mel, log10), keeping the previous samples as left
-context. Frames whose window reaches past the chunk see zeros there, exactly
-as the offline features see them at the end of a file; a frame in the middle
-of a file differs from its offline value only in its last 312 samples, which
-have not arrived yet (the price of zero look-ahead).
+frames with the offline recipe (centred 1024-point STFT, Slaney mel, log10),
+keeping the previous samples as left context. Frames whose window reaches past
+the chunk see zeros there: a session has no look-ahead. Training featurises
+user audio the same way (`data_pipeline.features.streaming_log_mel_window`),
+and the two agree bit for bit (tests/interaction/session_test.py).
 
 `StreamingVocoder` turns each turn's 16 generated mel frames into 3200
 samples with Griffin-Lim (as the embedded `data_pipeline.vocoder` default),

@@ -86,19 +86,27 @@ def test_run_session_writes_outputs_of_the_input_length(tmp_path):
     assert os.path.getsize(out_dir / "timeline.png") > 0
 
 
-def test_streaming_front_end_matches_offline_features_away_from_chunk_edges():
+def test_streaming_front_end_equals_training_features_bit_for_bit():
+  """The session hears user audio exactly as the training pipeline featurises it."""
   from data_pipeline import features
   spec = LayoutSpec.from_config(tiny.get_config().layout)
   rng = np.random.default_rng(0)
-  wave = (0.2 * rng.standard_normal(3200 * 4)).astype(np.float32)
-  offline = features.log_mel(wave, spec)
+  wave = (0.2 * rng.standard_normal(3200 * 5 + 1000)).astype(np.float32)
+  padded = np.zeros(3200 * 6, np.float32)
+  padded[:len(wave)] = wave
   fe = StreamingMelFrontend(spec)
-  online = np.concatenate([fe(c) for c in wave.reshape(4, 3200)])
-  assert online.shape == offline.shape == (64, 80)
-  # Frames whose window lies inside the audio seen so far are identical up to
-  # float rounding; the last two of each turn lack their look-ahead samples.
-  inner = np.array([i % 16 < 14 for i in range(64)])
-  np.testing.assert_allclose(online[inner], offline[inner], atol=1e-4)
+  online = np.concatenate([fe(c) for c in padded.reshape(6, 3200)])
+  train = features.streaming_log_mel_window(wave, 0, 6 * 3200, spec)
+  np.testing.assert_array_equal(online, train)
+  # A crop starting at a later turn gives the same frames as the whole episode.
+  np.testing.assert_array_equal(
+      features.streaming_log_mel_window(wave, 2 * 3200, 3 * 3200, spec), online[32:80])
+  # Companion: the look-ahead (offline) features differ at the end of each turn,
+  # so the equality above is a real check.
+  offline = features.log_mel_window(wave, 0, 6 * 3200, spec)
+  late = np.array([i % 16 >= 14 for i in range(96)])
+  np.testing.assert_array_equal(offline[~late], online[~late])
+  assert not np.array_equal(offline[late], online[late])
 
 
 def test_vocoder_chunks_join_without_clicks():
