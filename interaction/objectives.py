@@ -7,7 +7,6 @@ carry no loss.
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
 from interaction import layout as lo

@@ -27,7 +27,6 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from interaction import layout as lo
 from interaction.flow_head import euler_sample, unit_to_mel

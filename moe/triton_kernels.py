@@ -102,7 +102,7 @@ def run_torch(x, expert_ids, gates, w_gate, w_up, w_down, *,
 def _main(argv):
   """IN.npz (x, expert_ids, gates, w_gate, w_up, w_down[, block_d, block_f]) -> OUT.npy."""
   if len(argv) != 3:
-    print(f"usage: TRITON_INTERPRET=1 python -m moe.triton_kernels IN.npz OUT.npy",
+    print("usage: TRITON_INTERPRET=1 python -m moe.triton_kernels IN.npz OUT.npy",
           file=sys.stderr)
     return 2
   if os.environ.get("TRITON_INTERPRET") != "1":

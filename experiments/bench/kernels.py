@@ -24,7 +24,6 @@ Prints a table, then one JSON line: `*_ms` medians and `*_ratio` values
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
 import jax
 import jax.numpy as jnp

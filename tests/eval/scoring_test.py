@@ -6,7 +6,6 @@ import os
 import numpy as np
 import pytest
 
-from eval import loaders
 from eval.events import TextEvent
 from eval.judges import RuleJudge
 from eval.predictions import Prediction
