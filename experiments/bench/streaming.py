@@ -28,12 +28,11 @@ from experiments.trainer import create_train_state, load_model
 from interaction import streaming as st
 
 
-def _turn_inputs(streams, i):
-  video, present = streams.get("video"), streams.get("video_present")
-  return st.TurnInputs(streams["user_audio"][:, i], streams["user_text"][:, i],
-                       streams["background_text"][:, i],
-                       None if video is None else video[:, i],
-                       None if present is None else present[:, i])
+def _turn_inputs(streams, pick):
+  """TurnInputs from batch-contract streams, `pick` applied to each present field."""
+  fields = (streams["user_audio"], streams["user_text"], streams["background_text"],
+            streams.get("video"), streams.get("video_present"))
+  return st.TurnInputs(*[None if x is None else pick(x) for x in fields])
 
 
 def session_vs_reprefill(config, params, points, rounds, reprefill_rounds=2):
@@ -53,12 +52,11 @@ def session_vs_reprefill(config, params, points, rounds, reprefill_rounds=2):
   for n in sorted(points):
     # Advance the session to n micro-turns (scan over the history's inputs).
     if n > done:
-      seq = st.TurnInputs(*[None if x is None else jnp.moveaxis(x[:, done:n], 1, 0)
-                            for x in _turn_inputs_all(hist)])
+      seq = _turn_inputs(hist, lambda x: jnp.moveaxis(x[:, done:n], 1, 0))
       state, _ = runner.run(state, seq)
       done = n
     history = {k: v[:, :n] for k, v in hist.items()}
-    inputs = _turn_inputs(hist, n)
+    inputs = _turn_inputs(hist, lambda x: x[:, n])
     jax.block_until_ready(reprefill(params, history, inputs))    # compile
 
     holder = {"state": state}
@@ -86,11 +84,6 @@ def session_vs_reprefill(config, params, points, rounds, reprefill_rounds=2):
     done = int(state.turn[0])
     results[n] = times
   return results
-
-
-def _turn_inputs_all(streams):
-  return (streams["user_audio"], streams["user_text"], streams["background_text"],
-          streams.get("video"), streams.get("video_present"))
 
 
 def real_time(config, params, turns):
