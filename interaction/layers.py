@@ -2,8 +2,10 @@
 
 Flax's own Linear/RMSNorm call XLA dots and reductions directly; those change
 summation order with the number of rows, which would break the determinism
-contract in 'invariant' mode. These thin layers keep the same parameter
-layout but compute through the one switch.
+contract in 'invariant' mode. These thin layers compute through the one
+switch. Dense stores its weight as [d_out, d_in] (PyTorch's Linear layout):
+XLA:CPU's YNNPACK dots then take one summation order at every row count
+(pallas_kernels/batch_invariant.py), which keeps the invariant path cheap.
 """
 
 from __future__ import annotations
@@ -25,21 +27,27 @@ def _dtype(name_or_dtype):
 
 
 class Dense(nnx.Module):
-  """y = x @ w (+ b), through numerics.matmul."""
+  """y = x @ weight.T (+ b), weight [d_out, d_in], through numerics.matmul.
+
+  `sharding` names the (d_in, d_out) axes, as for a [d_in, d_out] kernel.
+  """
 
   def __init__(self, d_in: int, d_out: int, *, numerics: nm.Numerics,
                rngs: nnx.Rngs, use_bias: bool = False, zero_init: bool = False,
                param_dtype=jnp.float32, sharding=(None, None)):
     init = (nnx.initializers.zeros if zero_init
-            else nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal"))
-    self.w = nnx.Param(init(rngs.params(), (d_in, d_out), _dtype(param_dtype)),
-                       sharding_names=sharding)
+            else nnx.initializers.variance_scaling(
+                1.0, "fan_in", "truncated_normal", in_axis=-1, out_axis=-2))
+    self.weight = nnx.Param(
+        init(rngs.params(), (d_out, d_in), _dtype(param_dtype)),
+        sharding_names=tuple(reversed(tuple(sharding))))
     self.b = (nnx.Param(jnp.zeros((d_out,), _dtype(param_dtype)))
               if use_bias else None)
     self.numerics = numerics
 
   def __call__(self, x):
-    y = nm.matmul(x, self.w[...].astype(x.dtype), self.numerics)
+    y = nm.matmul(x, self.weight[...].astype(x.dtype), self.numerics,
+                  w_layout="nk")
     if self.b is not None:
       y = y + self.b[...].astype(y.dtype)
     return y

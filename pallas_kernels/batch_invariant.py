@@ -2,18 +2,39 @@
 
 A row's result must not depend on how many other rows are computed with it.
 Plain XLA ops break that on CPU: the dot and reduction kernels change with the
-row count (matrix-vector vs matrix-matrix, different blocking), and so does
-their summation order (../shared/notes/cpu_measurements.md). Both paths here
-therefore fix the shape of every inner computation: the rows (all leading
-dims flattened) are padded to a multiple of `numerics.block_rows` and each
-[block_rows, d] block is computed on its own, by the same code, in sequence.
-The matmul never splits the contraction (no split-K), so each output element
-is one full-length dot whose order depends only on K.
+row count (matrix-vector vs matrix-matrix, packed vs unpacked weights), and so
+does their summation order (../shared/notes/cpu_measurements.md).
 
-- XLA path: `lax.map` over the row blocks (what runs on CPU).
-- Pallas path: a grid over row blocks (and output-column tiles for the
-  matmul); `interpret=True` off GPU. Gradients come from the XLA path's
-  autodiff through a custom_vjp, since pallas_call has no transpose rule.
+Two ways to get invariance, by `numerics.impl`:
+
+- 'xla_blocked' and 'pallas' fix the shape of every inner computation, which
+  makes them invariant by construction: the rows (all leading dims flattened)
+  are padded to a multiple of `numerics.block_rows` and each [block_rows, d]
+  block is computed on its own, by the same code, in sequence (`lax.map`, or
+  a Pallas grid over row blocks and output-column tiles; `interpret=True`
+  off GPU). The matmul never splits the contraction (no split-K).
+- 'xla' (the CPU default) computes the matmul as ONE dot over all rows. This
+  is invariant by measurement, not by construction: XLA:CPU runs f32 dots of
+  two or more rows through YNNPACK, which either packs the weights and uses
+  one family of kernels (one per-element summation order, no split-K,
+  threads split rows and columns only), or leaves them unpacked and uses
+  kernels with another order. It packs whenever the weights come transposed
+  (w_layout='nk', [N, K], PyTorch's Linear layout, which the model's Dense
+  layers store), and for [K, N] weights only above a row threshold (most of
+  a row's elements differed between 48 and 64 rows). So the rows are
+  zero-padded to `min_dot_rows(w_layout)`: 2 for 'nk' (one row is a
+  matrix-vector dot outside YNNPACK), 64 for 'kn'. A row's bits were then
+  the same for every row count up to 4096, at every position;
+  tests/pallas_kernels/batch_invariant_test.py checks this at the model's
+  shapes, so a jax upgrade that breaks it fails CI. Unlike the fixed-block
+  loop it keeps both cores busy: on the demo forward it costs nothing where
+  8-row blocks cost 1.2-1.3x. On GPU use 'pallas' (cuBLAS picks kernels by
+  shape).
+
+Row-wise ops (RMSNorm, softmax, log-softmax) always use fixed row blocks:
+padding alone did not make XLA:CPU's fused reductions invariant.
+Gradients of the Pallas path come from the blocked XLA path's autodiff through
+a custom_vjp, since pallas_call has no transpose rule.
 
 Each op has a `*_reference` (plain jnp, f32) for tolerance tests.
 """
@@ -29,6 +50,20 @@ from jax.experimental import pallas as pl
 
 from pallas_kernels.numerics import Numerics
 
+# Weight layouts of `matmul`: 'kn' is w [K, N] (x @ w); 'nk' is w [N, K]
+# (x @ w.T, PyTorch's Linear layout).
+W_LAYOUTS = ("kn", "nk")
+
+
+def min_dot_rows(w_layout: str) -> int:
+  """Rows a dot is zero-padded to on the 'xla' path (see module docstring).
+
+  'nk': YNNPACK always packs transposed weights; 2 keeps one-row calls off
+  XLA's matrix-vector kernel. 'kn': above YNNPACK's threshold for packing
+  (about 10 row tiles of its unpacked kernel), measured at 64 on AVX-512.
+  """
+  return 2 if w_layout == "nk" else 64
+
 # Output-column tile of the Pallas matmul. The tile only splits independent
 # output columns, never the contraction, so it does not affect the bits.
 _PALLAS_BLOCK_N = 128
@@ -37,9 +72,10 @@ _PALLAS_BLOCK_N = 128
 # ---------------------------------------------------------------------------
 # References (plain jnp, f32 math).
 # ---------------------------------------------------------------------------
-def matmul_reference(x, w):
-  """x [..., K] @ w [K, N] in f32 at highest precision, result in x.dtype."""
-  out = jnp.dot(x.astype(jnp.float32), w.astype(jnp.float32),
+def matmul_reference(x, w, w_layout="kn"):
+  """x [..., K] @ w (w [K, N], or [N, K] for 'nk') in f32 at highest precision."""
+  wf = w.astype(jnp.float32)
+  out = jnp.dot(x.astype(jnp.float32), wf.T if w_layout == "nk" else wf,
                 precision=jax.lax.Precision.HIGHEST)
   return out.astype(x.dtype)
 
@@ -61,8 +97,11 @@ def log_softmax_reference(x):
 # ---------------------------------------------------------------------------
 # Per-block math shared by the XLA and Pallas paths (fixed [rows, d] shapes).
 # ---------------------------------------------------------------------------
-def _matmul_block(xb, w):
-  return jnp.dot(xb, w, preferred_element_type=jnp.float32).astype(xb.dtype)
+def _matmul_block(xb, w, w_layout="kn"):
+  """[rows, K] x w -> [rows, N]; never splits K."""
+  dims = (((1,), (0 if w_layout == "kn" else 1,)), ((), ()))
+  return jax.lax.dot_general(xb, w, dims, preferred_element_type=jnp.float32
+                             ).astype(xb.dtype)
 
 
 def _rms_norm_block(xb, scale, eps):
@@ -132,26 +171,48 @@ def _check_rows(name, x):
 # ---------------------------------------------------------------------------
 # Matmul.
 # ---------------------------------------------------------------------------
-def _matmul_xla(x, w, block_rows):
-  return _map_row_blocks(lambda xb: _matmul_block(xb, w), x, block_rows)
+def _n_of(w, w_layout):
+  return w.shape[1] if w_layout == "kn" else w.shape[0]
 
 
-def _matmul_kernel(x_ref, w_ref, o_ref):
-  o_ref[...] = _matmul_block(x_ref[...], w_ref[...]).astype(o_ref.dtype)
+def _matmul_blocked(x, w, block_rows, w_layout="kn"):
+  return _map_row_blocks(lambda xb: _matmul_block(xb, w, w_layout), x,
+                         block_rows)
 
 
-def _matmul_pallas_fwd_only(x, w, block_rows, interpret):
+def _matmul_padded(x, w, w_layout="kn", min_rows=None):
+  """One dot over the rows of x, zero-padded to at least `min_rows` rows."""
+  min_rows = min_dot_rows(w_layout) if min_rows is None else min_rows
+  rows = math.prod(x.shape[:-1])
+  x2 = x.reshape(rows, x.shape[-1])
+  if rows < min_rows:
+    x2 = jnp.pad(x2, ((0, min_rows - rows), (0, 0)))
+    # Keep the simplifier from slicing the padding back off before the dot.
+    x2 = jax.lax.optimization_barrier(x2)
+  y = _matmul_block(x2, w, w_layout)[:rows]
+  return y.reshape(*x.shape[:-1], _n_of(w, w_layout))
+
+
+def _matmul_kernel(x_ref, w_ref, o_ref, *, w_layout):
+  o_ref[...] = _matmul_block(x_ref[...], w_ref[...], w_layout).astype(o_ref.dtype)
+
+
+def _matmul_pallas_fwd_only(x, w, block_rows, interpret, w_layout):
   blocks, rows = _to_row_blocks(x, block_rows)
   nblocks, _, k = blocks.shape
-  n = w.shape[1]
+  n = _n_of(w, w_layout)
   block_n = n if n <= _PALLAS_BLOCK_N else _PALLAS_BLOCK_N
   n_pad = -(-n // block_n) * block_n
-  wp = jnp.pad(w, ((0, 0), (0, n_pad - n)))
+  if w_layout == "kn":
+    wp = jnp.pad(w, ((0, 0), (0, n_pad - n)))
+    w_spec = pl.BlockSpec((k, block_n), lambda i, j: (0, j))
+  else:
+    wp = jnp.pad(w, ((0, n_pad - n), (0, 0)))
+    w_spec = pl.BlockSpec((block_n, k), lambda i, j: (j, 0))
   out = pl.pallas_call(
-      _matmul_kernel,
+      functools.partial(_matmul_kernel, w_layout=w_layout),
       grid=(nblocks, n_pad // block_n),
-      in_specs=[pl.BlockSpec((block_rows, k), lambda i, j: (i, 0)),
-                pl.BlockSpec((k, block_n), lambda i, j: (0, j))],
+      in_specs=[pl.BlockSpec((block_rows, k), lambda i, j: (i, 0)), w_spec],
       out_specs=pl.BlockSpec((block_rows, block_n), lambda i, j: (i, j)),
       out_shape=jax.ShapeDtypeStruct((nblocks * block_rows, n_pad), x.dtype),
       interpret=interpret,
@@ -159,35 +220,55 @@ def _matmul_pallas_fwd_only(x, w, block_rows, interpret):
   return _from_row_blocks(out[:, :n], rows, x.shape[:-1])
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _matmul_pallas(x, w, block_rows, interpret):
-  return _matmul_pallas_fwd_only(x, w, block_rows, interpret)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _matmul_pallas(x, w, block_rows, interpret, w_layout):
+  return _matmul_pallas_fwd_only(x, w, block_rows, interpret, w_layout)
 
 
-def _matmul_pallas_fwd(x, w, block_rows, interpret):
-  return _matmul_pallas_fwd_only(x, w, block_rows, interpret), (x, w)
+def _matmul_pallas_fwd(x, w, block_rows, interpret, w_layout):
+  return _matmul_pallas_fwd_only(x, w, block_rows, interpret, w_layout), (x, w)
 
 
-def _matmul_pallas_bwd(block_rows, interpret, res, g):
+def _matmul_pallas_bwd(block_rows, interpret, w_layout, res, g):
   del interpret
-  _, vjp = jax.vjp(lambda x, w: _matmul_xla(x, w, block_rows), *res)
+  _, vjp = jax.vjp(lambda x, w: _matmul_blocked(x, w, block_rows, w_layout),
+                   *res)
   return vjp(g)
 
 
 _matmul_pallas.defvjp(_matmul_pallas_fwd, _matmul_pallas_bwd)
 
 
-def matmul(x, w, numerics: Numerics):
-  """Batch-invariant x [..., K] @ w [K, N], f32 accumulation, x.dtype out."""
-  _check_rows("matmul", x)
+def check_matmul_args(x, w, w_layout):
+  if w_layout not in W_LAYOUTS:
+    raise ValueError(f"matmul: w_layout {w_layout!r} is not one of {W_LAYOUTS}")
+  if x.ndim < 1:
+    raise ValueError(f"matmul: x must have at least one dim, got shape {x.shape}")
   if w.ndim != 2:
-    raise ValueError(f"matmul: w must be [K, N], got shape {w.shape}")
-  if x.shape[-1] != w.shape[0]:
-    raise ValueError(f"matmul: x has K={x.shape[-1]} but w has K={w.shape[0]}")
+    raise ValueError(f"matmul: w must be [K, N] ('kn') or [N, K] ('nk'), got "
+                     f"shape {w.shape}")
+  k = w.shape[0] if w_layout == "kn" else w.shape[1]
+  if x.shape[-1] != k:
+    raise ValueError(f"matmul: x has K={x.shape[-1]} but w ({w_layout!r}, shape "
+                     f"{w.shape}) has K={k}")
+
+
+def matmul(x, w, numerics: Numerics, w_layout: str = "kn"):
+  """Batch-invariant x [..., K] @ w, f32 accumulation, x.dtype out.
+
+  w is [K, N] for w_layout='kn' and [N, K] (x @ w.T) for 'nk'. On the 'xla'
+  path, pass weights that are stored in the layout you name: a transposed
+  view of a [K, N] array is folded back by XLA into a 'kn' dot without the
+  64-row padding that keeps it invariant.
+  """
+  check_matmul_args(x, w, w_layout)
   w = w.astype(x.dtype)
   if numerics.impl == "pallas":
-    return _matmul_pallas(x, w, numerics.block_rows, numerics.use_interpret)
-  return _matmul_xla(x, w, numerics.block_rows)
+    return _matmul_pallas(x, w, numerics.block_rows, numerics.use_interpret,
+                          w_layout)
+  if numerics.impl == "xla_blocked":
+    return _matmul_blocked(x, w, numerics.block_rows, w_layout)
+  return _matmul_padded(x, w, w_layout)
 
 
 # ---------------------------------------------------------------------------

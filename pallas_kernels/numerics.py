@@ -5,7 +5,7 @@ from here with a `Numerics` value taken from `config.model.kernels`. In
 'default' mode they are plain XLA ops: fastest, but their reduction order can
 change with the number of rows (see ../shared/notes/cpu_measurements.md). In
 'invariant' mode they go through the batch- and chunking-invariant kernels of
-this package, on the XLA path or the Pallas path (`impl`).
+this package, on an XLA path or the Pallas path (`impl`, see IMPLS).
 
 Attention convention (all modes): q [B, Sq, Hq, D] attends to k, v
 [B, Skv, Hkv, D] (Hq a multiple of Hkv, grouped-query). Query i of batch row b
@@ -21,7 +21,12 @@ import jax
 import jax.numpy as jnp
 
 MODES = ("default", "invariant")
-IMPLS = ("xla", "pallas")
+# 'xla': XLA ops, matmuls as one padded dot (invariant by measurement on
+#   XLA:CPU, see batch_invariant.py); what runs on CPU.
+# 'xla_blocked': XLA ops with every matmul in fixed row blocks (invariant by
+#   construction, slower on CPU).
+# 'pallas': Pallas kernels (GPU; interpret mode elsewhere).
+IMPLS = ("xla", "xla_blocked", "pallas")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,8 +79,10 @@ DEFAULT = Numerics()
 # ---------------------------------------------------------------------------
 # Default (non-invariant) implementations: plain XLA.
 # ---------------------------------------------------------------------------
-def _matmul_default(x, w):
-  return jnp.dot(x, w, preferred_element_type=jnp.float32).astype(x.dtype)
+def _matmul_default(x, w, w_layout):
+  dims = (((x.ndim - 1,), (0 if w_layout == "kn" else 1,)), ((), ()))
+  return jax.lax.dot_general(x, w, dims, preferred_element_type=jnp.float32
+                             ).astype(x.dtype)
 
 
 def _rms_norm_default(x, scale, eps):
@@ -117,14 +124,17 @@ def _attention_default(q, k, v, q_offset, kv_len):
 # ---------------------------------------------------------------------------
 # Public entry points used by the model.
 # ---------------------------------------------------------------------------
-def matmul(x, w, numerics: Numerics = DEFAULT):
-  """x [..., K] @ w [K, N] with f32 accumulation; result in x.dtype."""
-  if x.shape[-1] != w.shape[0]:
-    raise ValueError(f"matmul: x has K={x.shape[-1]} but w has K={w.shape[0]}")
-  if not numerics.invariant:
-    return _matmul_default(x, w)
+def matmul(x, w, numerics: Numerics = DEFAULT, w_layout: str = "kn"):
+  """x [..., K] @ w with f32 accumulation; result in x.dtype.
+
+  w is [K, N] ('kn') or [N, K] ('nk', x @ w.T: the layout Dense stores,
+  which the invariant CPU path needs no padding for).
+  """
   from pallas_kernels import batch_invariant
-  return batch_invariant.matmul(x, w, numerics)
+  batch_invariant.check_matmul_args(x, w, w_layout)
+  if not numerics.invariant:
+    return _matmul_default(x, w, w_layout)
+  return batch_invariant.matmul(x, w, numerics, w_layout)
 
 
 def rms_norm(x, scale, eps: float, numerics: Numerics = DEFAULT):

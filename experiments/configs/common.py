@@ -45,7 +45,9 @@ def kernels_config() -> ml_collections.ConfigDict:
   # 'default': plain XLA ops (fast, not batch/chunk invariant).
   # 'invariant': fixed-shape batch- and chunk-invariant kernels.
   c.mode = "default"
-  c.impl = "xla"                # 'xla' | 'pallas' (interpret mode on CPU)
+  # 'xla' (CPU) | 'xla_blocked' (fixed row blocks, slower) | 'pallas' (GPU;
+  # interpret mode elsewhere). See pallas_kernels/numerics.py.
+  c.impl = "xla"
   c.split_size = 64             # split-KV size in slots; fixed, never a count
   c.block_q = 8                 # query rows per attention block
   c.block_rows = 8              # rows per matmul / norm block

@@ -21,7 +21,7 @@ def test_dmel_bag_of_embeddings_shape_and_sum():
   assert out.shape == (2, 3, 4, 24)
   # A bag of embeddings: the slot's vector is the sum of one table row per
   # (frame, channel) at its bin.
-  table = emb.table.w[...]
+  table = emb.table.weight[...].T   # Dense stores [d_out, d_in]
   rows = np.arange(320) * 16 + np.asarray(bins[0, 0, 0])
   np.testing.assert_allclose(out[0, 0, 0], table[rows].sum(0), rtol=1e-5, atol=1e-5)
 

@@ -8,7 +8,7 @@ import pytest
 from pallas_kernels import batch_invariant as bi
 from pallas_kernels import numerics as nm
 
-IMPLS = ("xla", "pallas")
+IMPLS = nm.IMPLS
 
 
 def _inv(impl, block_rows=8):
@@ -24,6 +24,8 @@ def _ops(numerics):
   return {
       "matmul": (lambda x, p: bi.matmul(x, p["w"], numerics),
                  lambda x, p: bi.matmul_reference(x, p["w"])),
+      "matmul_nk": (lambda x, p: bi.matmul(x, p["w_nk"], numerics, "nk"),
+                    lambda x, p: bi.matmul_reference(x, p["w_nk"], "nk")),
       "rms_norm": (lambda x, p: bi.rms_norm(x, p["scale"], 1e-6, numerics),
                    lambda x, p: bi.rms_norm_reference(x, p["scale"], 1e-6)),
       "softmax": (lambda x, p: bi.softmax(x, numerics),
@@ -34,7 +36,9 @@ def _ops(numerics):
 
 
 def _params(k, n, dtype):
-  return {"w": _rand(1, (k, n), dtype), "scale": _rand(2, (k,), dtype) + 1.0}
+  # w_nk is stored [N, K] (a copy, not a transposed view), as Dense stores it.
+  return {"w": _rand(1, (k, n), dtype), "w_nk": _rand(4, (n, k), dtype),
+          "scale": _rand(2, (k,), dtype) + 1.0}
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -70,6 +74,63 @@ def test_row_bits_do_not_depend_on_batch(impl):
     single = np.asarray(fn(seq[2:3], params))
     np.testing.assert_array_equal(np.asarray(fn(seq, params))[2:3], single,
                                   err_msg=f"{name} row position")
+
+
+# (K, N) of the demo model's projections (d_model 256, 8 q / 2 kv heads of
+# 32, d_ff 768) and an odd pair.
+_DEMO_SHAPES = ((256, 256), (256, 64), (256, 768), (768, 256), (32, 1000))
+_ROW_COUNTS = (1, 2, 7, 63, 64, 65, 130, 700, 2800)
+
+
+def _row_bits_by_count(matmul, k, n, w_layout, seed):
+  """{(rows, position): bits of one probe row placed there among random rows}."""
+  rng = np.random.default_rng(seed)
+  shape = (k, n) if w_layout == "kn" else (n, k)
+  w = jnp.asarray(rng.standard_normal(shape), jnp.float32)
+  probe = rng.standard_normal(k).astype(np.float32)
+  fn = jax.jit(lambda x, w: matmul(x, w))   # w an argument, as params are
+  out = {}
+  for m in _ROW_COUNTS:
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    for p in sorted({0, m // 2, m - 1}):
+      x[p] = probe
+      out[(m, p)] = np.asarray(fn(jnp.asarray(x), w)[p])
+  return out
+
+
+@pytest.mark.parametrize("w_layout", bi.W_LAYOUTS)
+@pytest.mark.parametrize("k,n", _DEMO_SHAPES)
+def test_padded_dot_row_bits_hold_for_any_row_count(k, n, w_layout):
+  """The 'xla' matmul (one dot, rows padded to min_dot_rows) is invariant.
+
+  This is a measured property of XLA:CPU's YNNPACK dots, not a construction
+  (see batch_invariant.py): checked here at the model's shapes, for row
+  counts on both sides of the padding and of YNNPACK's thresholds, with the
+  probe row first, in the middle and last.
+  """
+  num = _inv("xla")
+  bits = _row_bits_by_count(lambda x, w: bi.matmul(x, w, num, w_layout),
+                            k, n, w_layout, 0)
+  first = bits[(1, 0)]
+  for where, got in bits.items():
+    np.testing.assert_array_equal(got, first, err_msg=f"rows, position {where}")
+
+
+@pytest.mark.parametrize("w_layout,min_rows", [("kn", 8), ("nk", 1)])
+def test_padding_to_fewer_rows_than_min_dot_rows_is_not_invariant(w_layout,
+                                                                  min_rows):
+  """Companion: with less padding than min_dot_rows, the bits do change.
+
+  [K, N] weights below YNNPACK's packing threshold get kernels with another
+  summation order; a single row of either layout gets XLA's matrix-vector
+  kernel. This is what min_dot_rows guards against.
+  """
+  assert min_rows < bi.min_dot_rows(w_layout)
+  bits = _row_bits_by_count(
+      lambda x, w: bi._matmul_padded(x, w, w_layout, min_rows=min_rows),
+      256, 256, w_layout, 0)
+  first = bits[(1, 0)]
+  assert any(not np.array_equal(got, first) for got in bits.values())
 
 
 def test_row_bits_hold_with_leading_dims_of_any_size():
@@ -122,6 +183,20 @@ def test_gradients_agree_with_reference(impl):
     np.testing.assert_allclose(np.asarray(g), np.asarray(r), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("impl", IMPLS)
+def test_nk_layout_gradients_agree_with_reference(impl):
+  x = _rand(0, (3, 5, 16))
+  w_nk = _rand(1, (12, 16))
+  num = _inv(impl)
+  loss = lambda mm: lambda x, w: jnp.sum(jnp.sin(mm(x, w)))
+  got = jax.jit(jax.grad(loss(lambda x, w: bi.matmul(x, w, num, "nk")),
+                         argnums=(0, 1)))(x, w_nk)
+  want = jax.grad(loss(lambda x, w: bi.matmul_reference(x, w, "nk")),
+                  argnums=(0, 1))(x, w_nk)
+  for g, r in zip(got, want):
+    np.testing.assert_allclose(np.asarray(g), np.asarray(r), atol=1e-5, rtol=1e-5)
+
+
 def test_numerics_routes_to_invariant_ops():
   x = _rand(0, (3, 16))
   w = _rand(1, (16, 8))
@@ -138,6 +213,10 @@ def test_bad_input_raises_naming_the_argument():
     bi.matmul(jnp.zeros((2, 16)), jnp.zeros((8, 4)), num)
   with pytest.raises(ValueError, match="w must be"):
     bi.matmul(jnp.zeros((2, 16)), jnp.zeros((16,)), num)
+  with pytest.raises(ValueError, match="w_layout"):
+    nm.matmul(jnp.zeros((2, 16)), jnp.zeros((16, 4)), num, w_layout="mk")
+  with pytest.raises(ValueError, match="K=16"):
+    nm.matmul(jnp.zeros((2, 16)), jnp.zeros((16, 4)), nm.Numerics(), "nk")
   with pytest.raises(ValueError, match="scale"):
     bi.rms_norm(jnp.zeros((2, 16)), jnp.zeros((8,)), 1e-6, num)
   with pytest.raises(ValueError, match="block_rows"):
