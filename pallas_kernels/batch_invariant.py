@@ -32,7 +32,12 @@ Two ways to get invariance, by `numerics.impl`:
   shape).
 
 Row-wise ops (RMSNorm, softmax, log-softmax) always use fixed row blocks:
-padding alone did not make XLA:CPU's fused reductions invariant.
+XLA:CPU's row reductions can change their order with the row count (a 32-wide
+sum of squares did; so did the attention's sum over 64 keys below 64 rows).
+A sum of squares computed as a dot with a block of ones held in isolation at
+every row count, but the tiny model's trainer-sampler test (streaming ==
+training forward) then failed by 7e-7, so it is not used: measured
+invariance must hold in the model, not only in a unit test.
 Gradients of the Pallas path come from the blocked XLA path's autodiff through
 a custom_vjp, since pallas_call has no transpose rule.
 
@@ -187,9 +192,13 @@ def _matmul_padded(x, w, w_layout="kn", min_rows=None):
   x2 = x.reshape(rows, x.shape[-1])
   if rows < min_rows:
     x2 = jnp.pad(x2, ((0, min_rows - rows), (0, 0)))
-    # Keep the simplifier from slicing the padding back off before the dot.
-    x2 = jax.lax.optimization_barrier(x2)
-  y = _matmul_block(x2, w, w_layout)[:rows]
+  # Barriers on both sides: keep the simplifier from slicing the padding back
+  # off, and keep XLA from fusing producers (x * x, a norm's rsqrt) or
+  # consumers (a bias add, which YNNPACK would take as the accumulator's
+  # start) into the YNNPACK dot only in some graphs: that would change the
+  # arithmetic with the surrounding code (it did, for RMSNorm's x * x).
+  x2 = jax.lax.optimization_barrier(x2)
+  y = jax.lax.optimization_barrier(_matmul_block(x2, w, w_layout))[:rows]
   return y.reshape(*x.shape[:-1], _n_of(w, w_layout))
 
 

@@ -158,9 +158,71 @@ def _unblock(x, b, sq, hq, block_q):
 
 
 # ---------------------------------------------------------------------------
-# XLA path.
+# XLA paths.
 # ---------------------------------------------------------------------------
 def _forward_xla(q, k, v, q_offset, kv_len, cfg: _Config):
+  """Wide blocks: one batch row and up to `split_size` queries per step.
+
+  Same split and combine structure as the blocked path, but a row's bits
+  rest on a measured property of XLA:CPU rather than on fixed shapes: both
+  dots contract the last dim of their K/V operand ([Hkv, split, d] keys for
+  the scores, [Hkv, d, split] values for the output), which YNNPACK always
+  packs, so each score and output element has one summation order whatever
+  the number of rows (pallas_kernels/batch_invariant.py). The max is exact.
+  The softmax denominator is NOT a `jnp.sum`: XLA:CPU's row reduction changed
+  its order below 64 rows, so l comes out of the same dot as the output, as
+  the product with an extra all-ones row of values. The tests of this module
+  check prefill == chunks == decode and batch/capacity invariance on it.
+  (Batching the rows of a step across the batch did break batch invariance.)
+  """
+  b, sq, hq, d = q.shape
+  skv, hkv = k.shape[1], k.shape[2]
+  split = cfg.split_size
+  nsplit = skv // split
+  bq = min(split, sq)
+  scale = 1.0 / float(d) ** 0.5
+  qb = _query_blocks(q, hkv, bq)            # [B, nqb, Hkv, R, d]
+  nqb, rows = qb.shape[1], qb.shape[3]
+  limits = _row_limits(q_offset, kv_len, nqb, bq, hq // hkv)   # [B, nqb, R]
+  barrier = jax.lax.optimization_barrier
+  kt = jnp.swapaxes(k, 1, 2)                       # [B, Hkv, Skv, d]
+  vt = jnp.transpose(v, (0, 2, 3, 1)).astype(jnp.float32)
+  vt = jnp.concatenate([vt, jnp.ones_like(vt[:, :, :1])], axis=2)  # [.., d+1, Skv]
+
+  def one_block(i):
+    bi, qi = i // nqb, i % nqb
+    qblk = qb[bi, qi]                       # [Hkv, R, d]
+    last = limits[bi, qi]                   # [R]
+
+    def fold_split(j, acc):
+      start = j * split
+      ks = jax.lax.dynamic_slice(kt, (bi, 0, start, 0), (1, hkv, split, d))[0]
+      vs = jax.lax.dynamic_slice(vt, (bi, 0, 0, start),
+                                 (1, hkv, d + 1, split))[0]
+      # Barriers keep the exp and the masking out of the YNNPACK dots, as in
+      # batch_invariant._matmul_padded.
+      s = barrier(jnp.einsum("hrd,hkd->hrk", qblk, ks,
+                             preferred_element_type=jnp.float32)) * scale
+      visible = (start + jnp.arange(split))[None, :] <= last[:, None]
+      s = jnp.where(visible, s, _NEG_INF)
+      m = jnp.max(s, axis=-1)
+      p = barrier(jnp.exp(s - jnp.where(m == _NEG_INF, 0.0, m)[..., None]))
+      ol = barrier(jnp.einsum("hrk,hdk->hrd", p, vs,
+                              preferred_element_type=jnp.float32))
+      return _combine(acc, (m, ol[..., d], ol[..., :d]))
+
+    acc = _empty_partials((hkv, rows), d)
+    acc = jax.lax.fori_loop(0, _num_visible(last, 0, split, nsplit), fold_split,
+                            acc)
+    return _finish(*acc, q.dtype)
+
+  out, lse = jax.lax.map(one_block, jnp.arange(b * nqb))
+  out = out.reshape(b, nqb, hkv, rows, d)
+  lse = lse.reshape(b, nqb, hkv, rows)
+  return _unblock(out, b, sq, hq, bq), _unblock(lse, b, sq, hq, bq)
+
+
+def _forward_xla_blocked(q, k, v, q_offset, kv_len, cfg: _Config):
   b, sq, hq, d = q.shape
   skv, hkv = k.shape[1], k.shape[2]
   split, bq = cfg.split_size, cfg.block_q
@@ -292,6 +354,8 @@ def _forward_pallas(q, k, v, q_offset, kv_len, cfg: _Config):
 def _forward(q, k, v, q_offset, kv_len, cfg):
   if cfg.impl == "pallas":
     return _forward_pallas(q, k, v, q_offset, kv_len, cfg)
+  if cfg.impl == "xla_blocked":
+    return _forward_xla_blocked(q, k, v, q_offset, kv_len, cfg)
   return _forward_xla(q, k, v, q_offset, kv_len, cfg)
 
 

@@ -116,6 +116,18 @@ def test_padded_dot_row_bits_hold_for_any_row_count(k, n, w_layout):
     np.testing.assert_array_equal(got, first, err_msg=f"rows, position {where}")
 
 
+def test_rms_norm_as_a_plain_reduction_is_not_invariant():
+  """Why RMSNorm keeps fixed row blocks on every path: as one jnp.sum over
+  all rows it does change with the row count (measured at d = 32; 64..4096
+  happened to hold)."""
+  d = 32
+  scale = _rand(2, (d,)) + 1.0
+  bits = _row_bits_by_count(lambda x, w: bi._rms_norm_block(x, scale, 1e-6),
+                            d, 2, "nk", 0)
+  first = bits[(1, 0)]
+  assert any(not np.array_equal(got, first) for got in bits.values())
+
+
 @pytest.mark.parametrize("w_layout,min_rows", [("kn", 8), ("nk", 1)])
 def test_padding_to_fewer_rows_than_min_dot_rows_is_not_invariant(w_layout,
                                                                   min_rows):

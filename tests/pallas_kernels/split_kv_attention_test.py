@@ -10,7 +10,7 @@ import pytest
 from pallas_kernels import numerics as nm
 from pallas_kernels import split_kv_attention as ska
 
-IMPLS = ("xla", "pallas")
+IMPLS = nm.IMPLS
 HQ, HKV, D = 4, 2, 8
 
 
