@@ -49,8 +49,9 @@ def kernels_config() -> ml_collections.ConfigDict:
   # interpret mode elsewhere). See pallas_kernels/numerics.py.
   c.impl = "xla"
   c.split_size = 64             # split-KV size in slots; fixed, never a count
-  c.block_q = 8                 # query rows per attention block
-  c.block_rows = 8              # rows per matmul / norm block
+  c.block_q = 8                 # query rows per attention block (xla_blocked, pallas)
+  c.block_rows = 8              # rows per norm block; per matmul block too on
+                                # xla_blocked and pallas
   return c
 
 
