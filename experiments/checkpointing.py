@@ -4,7 +4,9 @@ A checkpoint holds three items: `state` (step, params, optimizer state, rng),
 `data` (the grain iterator's JSON state, so a resumed run sees exactly the
 batches an uninterrupted run would) and `meta` (the structure-defining config:
 layout and model). Restoring into a different structure fails with a per-field
-diff instead of an opaque reshape error (orbax#648-style failures).
+diff instead of an opaque reshape error (orbax#648-style failures): first the
+config fields, then the saved arrays' names and shapes against the model's
+(which catches a code change that renames or reshapes parameters).
 """
 
 from __future__ import annotations
@@ -48,6 +50,41 @@ def check_structure(saved: dict, current: dict):
                      "--workdir or restore the old fields:\n" + "\n".join(diffs))
 
 
+def _key_name(key) -> str:
+  for attr in ("key", "idx", "name"):
+    if hasattr(key, attr):
+      return str(getattr(key, attr))
+  return str(key)
+
+
+def _leaf_shapes(tree) -> dict:
+  """'a.b.0.c' -> shape for every array leaf (checkpoint metadata or target)."""
+  return {".".join(_key_name(k) for k in path): tuple(getattr(leaf, "shape", ()))
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def check_state_tree(saved_tree, target_tree, max_lines: int = 12):
+  """Raises ValueError naming the arrays that differ in name or shape."""
+  a, b = _leaf_shapes(saved_tree), _leaf_shapes(target_tree)
+  diffs = []
+  # Parameters first: the optimizer state repeats their names.
+  for k in sorted(set(a) | set(b), key=lambda k: (not k.startswith("params."), k)):
+    if k not in b:
+      diffs.append(f"  {k}: in the checkpoint {a[k]}, not in the model")
+    elif k not in a:
+      diffs.append(f"  {k}: in the model {b[k]}, not in the checkpoint")
+    elif a[k] != b[k]:
+      diffs.append(f"  {k}: checkpoint shape {a[k]}, model shape {b[k]}")
+  if diffs:
+    more = (f"\n  ... and {len(diffs) - max_lines} more"
+            if len(diffs) > max_lines else "")
+    raise ValueError(
+        f"checkpoint arrays do not match the model ({len(diffs)} differences; "
+        "the code or the config changed since it was written): use a new "
+        "--workdir or the code that wrote it:\n" + "\n".join(diffs[:max_lines])
+        + more)
+
+
 class Checkpointer:
 
   def __init__(self, workdir: str, keep: int = 2):
@@ -55,7 +92,9 @@ class Checkpointer:
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
-        item_names=("state", "data", "meta"))
+        item_handlers={"state": ocp.StandardCheckpointHandler(),
+                       "data": ocp.JsonCheckpointHandler(),
+                       "meta": ocp.JsonCheckpointHandler()})
 
   def latest_step(self):
     return self.manager.latest_step()
@@ -76,6 +115,8 @@ class Checkpointer:
     check_structure(saved_meta, meta)
     target = jax.tree_util.tree_map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), abstract_state)
+    saved_state = self.manager.item_metadata(step)["state"]
+    check_state_tree(getattr(saved_state, "tree", saved_state), target)
     restored = self.manager.restore(
         step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
                                       data=ocp.args.JsonRestore()))

@@ -79,3 +79,23 @@ def test_resume_refuses_a_different_structure(uninterrupted):
   config.model.d_model = 48
   with pytest.raises(ValueError, match="model.d_model"):
     trainer.train_and_evaluate(config, workdir, progress=False)
+
+
+def test_restore_names_renamed_or_reshaped_arrays():
+  """A code change that renames or reshapes a parameter under the same config
+  is refused naming the arrays, not with an opaque orbax error. (Resuming a
+  matching checkpoint goes through the same check in the resume tests.)"""
+  from experiments import checkpointing
+  saved = {"params": {"unembed": {"w": np.zeros((3, 4))},
+                      "final_norm": {"scale": np.zeros((8,))}},
+           "step": np.zeros(())}
+  model = {"params": {"unembed": {"weight": np.zeros((4, 3))},
+                      "final_norm": {"scale": np.zeros((7,))}},
+           "step": np.zeros(())}
+  with pytest.raises(ValueError, match="3 differences") as err:
+    checkpointing.check_state_tree(saved, model)
+  msg = str(err.value)
+  assert "params.unembed.w: in the checkpoint (3, 4), not in the model" in msg
+  assert "params.unembed.weight: in the model (4, 3), not in the checkpoint" in msg
+  assert "params.final_norm.scale: checkpoint shape (8,), model shape (7,)" in msg
+  checkpointing.check_state_tree(saved, saved)
