@@ -42,6 +42,13 @@ from pallas_kernels.numerics import Numerics
 
 _NEG_INF = float("-inf")
 
+# A whole sequence on the 'xla' path is padded to a multiple of this many keys
+# (not of the split): a short last split of this alignment gives the same
+# bits as a full masked one. Measured: 64 does; 1, 8, 16 and 32 did not (the
+# value dot's arithmetic changed with the key count; YNNPACK aligns its K
+# work to 64, ynnpack/subgraph/dot.cc choose_split_factors).
+RAGGED_ALIGN = 64
+
 
 class _Config(NamedTuple):
   impl: str
@@ -179,6 +186,7 @@ def _forward_xla(q, k, v, q_offset, kv_len, cfg: _Config):
   skv, hkv = k.shape[1], k.shape[2]
   split = cfg.split_size
   nsplit = skv // split
+  tail = skv - nsplit * split    # > 0 only for a whole sequence (ragged_tail)
   bq = min(split, sq)
   scale = 1.0 / float(d) ** 0.5
   qb = _query_blocks(q, hkv, bq)            # [B, nqb, Hkv, R, d]
@@ -194,16 +202,15 @@ def _forward_xla(q, k, v, q_offset, kv_len, cfg: _Config):
     qblk = qb[bi, qi]                       # [Hkv, R, d]
     last = limits[bi, qi]                   # [R]
 
-    def fold_split(j, acc):
-      start = j * split
-      ks = jax.lax.dynamic_slice(kt, (bi, 0, start, 0), (1, hkv, split, d))[0]
+    def fold(start, size, acc):
+      ks = jax.lax.dynamic_slice(kt, (bi, 0, start, 0), (1, hkv, size, d))[0]
       vs = jax.lax.dynamic_slice(vt, (bi, 0, 0, start),
-                                 (1, hkv, d + 1, split))[0]
+                                 (1, hkv, d + 1, size))[0]
       # Barriers keep the exp and the masking out of the YNNPACK dots, as in
       # batch_invariant._matmul_padded.
       s = barrier(jnp.einsum("hrd,hkd->hrk", qblk, ks,
                              preferred_element_type=jnp.float32)) * scale
-      visible = (start + jnp.arange(split))[None, :] <= last[:, None]
+      visible = (start + jnp.arange(size))[None, :] <= last[:, None]
       s = jnp.where(visible, s, _NEG_INF)
       m = jnp.max(s, axis=-1)
       p = barrier(jnp.exp(s - jnp.where(m == _NEG_INF, 0.0, m)[..., None]))
@@ -212,8 +219,16 @@ def _forward_xla(q, k, v, q_offset, kv_len, cfg: _Config):
       return _combine(acc, (m, ol[..., d], ol[..., :d]))
 
     acc = _empty_partials((hkv, rows), d)
-    acc = jax.lax.fori_loop(0, _num_visible(last, 0, split, nsplit), fold_split,
-                            acc)
+    if nsplit:
+      acc = jax.lax.fori_loop(0, _num_visible(last, 0, split, nsplit),
+                              lambda j, acc: fold(j * split, split, acc), acc)
+    if tail:
+      # The short last split of a whole sequence (a multiple of RAGGED_ALIGN
+      # keys). Its keys are the first `tail` of a full split whose other keys
+      # would be masked: those add exact zeros after the same terms, so the
+      # bits are those of a cache of the rounded-up capacity. Folded for every
+      # block: for blocks that see none of it the fold is an exact no-op.
+      acc = fold(nsplit * split, tail, acc)
     return _finish(*acc, q.dtype)
 
   out, lse = jax.lax.map(one_block, jnp.arange(b * nqb))
@@ -415,7 +430,7 @@ def _as_batch_vector(x, batch):
   return x
 
 
-def _check(q, k, v, q_offset, numerics):
+def _check(q, k, v, q_offset, numerics, ragged_tail=False):
   if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
     raise ValueError(f"attention: q, k, v must be [B, S, H, D], got {q.shape}, "
                      f"{k.shape}, {v.shape}")
@@ -431,7 +446,14 @@ def _check(q, k, v, q_offset, numerics):
                      f"of num_kv_heads {k.shape[2]} of k")
   split = numerics.split_size
   kv_tile(split)
-  if k.shape[1] % split:
+  if ragged_tail:
+    if numerics.impl != "xla" or q.shape[1] != k.shape[1]:
+      raise ValueError("attention: ragged_tail is for a whole sequence attending "
+                       "to itself (Sq == Skv) on impl 'xla'")
+    if k.shape[1] % RAGGED_ALIGN:
+      raise ValueError(f"attention: with ragged_tail the sequence length "
+                       f"{k.shape[1]} must be a multiple of {RAGGED_ALIGN}")
+  elif k.shape[1] % split:
     raise ValueError(f"attention: KV capacity {k.shape[1]} is not a multiple of "
                      f"split_size {split}")
   if q.shape[1] > k.shape[1]:
@@ -442,13 +464,16 @@ def _check(q, k, v, q_offset, numerics):
                      f"exceeds the KV cache capacity {k.shape[1]}")
 
 
-def attention(q, k, v, *, q_offset, kv_len, numerics: Numerics):
+def attention(q, k, v, *, q_offset, kv_len, numerics: Numerics,
+              ragged_tail: bool = False):
   """Invariant causal GQA attention: q [B, Sq, Hq, D], k/v [B, Skv, Hkv, D].
 
   q_offset, kv_len: Python ints or int32 [B] (may be traced). Returns
-  [B, Sq, Hq, D] in q.dtype. Differentiable in q, k, v.
+  [B, Sq, Hq, D] in q.dtype. Differentiable in q, k, v. ragged_tail (impl
+  'xla', Sq == Skv only): Skv need only be a multiple of RAGGED_ALIGN; the last
+  split is short, with the bits of a cache padded to the next split multiple.
   """
-  _check(q, k, v, q_offset, numerics)
+  _check(q, k, v, q_offset, numerics, ragged_tail)
   b = q.shape[0]
   cfg = _Config(numerics.impl, int(numerics.split_size), int(numerics.block_q),
                 bool(numerics.use_interpret))

@@ -193,6 +193,42 @@ def test_numerics_pads_a_whole_sequence_but_not_a_cache():
   np.testing.assert_array_equal(whole, cached)
   with pytest.raises(ValueError, match="split_size"):
     nm.attention(q[:, :1], k[:, :20], v[:, :20], q_offset=0, kv_len=1, numerics=num)
+  with pytest.raises(ValueError, match="multiple of 64"):
+    ska.attention(q, k[:, :20], v[:, :20], q_offset=0, kv_len=20, numerics=num,
+                  ragged_tail=True)
+
+
+@pytest.mark.parametrize("n", [20, 90, 140, 200])
+def test_whole_sequence_with_a_short_last_split_equals_a_cache(n):
+  """'xla' path, split 128: a whole sequence of n tokens is padded to a
+  multiple of 64 keys, so its last split is short (n=20/90 -> 64/128 keys:
+  one split of 64 or a full one; 140 -> 192: one full split and a 64-key tail;
+  200 -> 256: none). Its bits equal the same tokens in a 256-slot cache,
+  prefilled and decoded token by token."""
+  hq, hkv, d, cap = 8, 2, 32, 256
+  q = _rand(0, (2, n, hq, d))
+  k, v = _rand(1, (2, cap, hkv, d)), _rand(2, (2, cap, hkv, d))
+  num = _inv("xla", split_size=128)
+  whole = np.asarray(nm.attention(q, k[:, :n], v[:, :n], q_offset=0, kv_len=n,
+                                  numerics=num))
+  np.testing.assert_array_equal(whole, _run(num, q, k, v, 0, n))
+  for t in sorted({0, n // 2, n - 1}):
+    np.testing.assert_array_equal(_run(num, q[:, t:t + 1], k, v, t, t + 1),
+                                  whole[:, t:t + 1], err_msg=f"decode {t}")
+
+
+def test_short_last_split_of_32_keys_alignment_does_differ(monkeypatch):
+  """Companion: with the whole sequence padded only to a multiple of 32 keys,
+  the short split's bits differ from the cache's (YNNPACK aligns its K work
+  to 64), so the test above can fail and RAGGED_ALIGN must stay 64."""
+  monkeypatch.setattr(ska, "RAGGED_ALIGN", 32)
+  n, hq, hkv, d, cap = 140, 8, 2, 32, 256
+  q = _rand(0, (2, n, hq, d))
+  k, v = _rand(1, (2, cap, hkv, d)), _rand(2, (2, cap, hkv, d))
+  num = _inv("xla", split_size=128)
+  whole = np.asarray(nm.attention(q, k[:, :n], v[:, :n], q_offset=0, kv_len=n,
+                                  numerics=num))
+  assert np.any(whole != np.asarray(_run(num, q, k, v, 0, n)))
 
 
 def test_chunking_and_batch_bits_at_demo_head_shapes():
