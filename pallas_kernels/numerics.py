@@ -184,8 +184,5 @@ def attention(q, k, v, *, q_offset, kv_len, numerics: Numerics = DEFAULT):
     align = split_kv_attention.RAGGED_ALIGN if ragged else split
     pad = ((0, 0), (0, -skv % align), (0, 0), (0, 0))
     k, v = jnp.pad(k, pad), jnp.pad(v, pad)
-    if ragged:
-      q = jnp.pad(q, pad[:2] + ((0, 0), (0, 0)))
-  out = split_kv_attention.attention(q, k, v, q_offset=q_offset, kv_len=kv_len,
-                                     numerics=numerics, ragged_tail=ragged)
-  return out[:, :skv] if ragged else out
+  return split_kv_attention.attention(q, k, v, q_offset=q_offset, kv_len=kv_len,
+                                      numerics=numerics, ragged_tail=ragged)

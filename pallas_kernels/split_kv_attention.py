@@ -226,9 +226,11 @@ def _forward_xla(q, k, v, q_offset, kv_len, cfg: _Config):
       # The short last split of a whole sequence (a multiple of RAGGED_ALIGN
       # keys). Its keys are the first `tail` of a full split whose other keys
       # would be masked: those add exact zeros after the same terms, so the
-      # bits are those of a cache of the rounded-up capacity. Folded for every
-      # block: for blocks that see none of it the fold is an exact no-op.
-      acc = fold(nsplit * split, tail, acc)
+      # bits are those of a cache of the rounded-up capacity. Blocks that see
+      # none of it skip it (folding it would be an exact no-op).
+      acc = jax.lax.cond(jnp.max(last) >= nsplit * split,
+                         lambda a: fold(nsplit * split, tail, a), lambda a: a,
+                         acc)
     return _finish(*acc, q.dtype)
 
   out, lse = jax.lax.map(one_block, jnp.arange(b * nqb))
@@ -447,9 +449,9 @@ def _check(q, k, v, q_offset, numerics, ragged_tail=False):
   split = numerics.split_size
   kv_tile(split)
   if ragged_tail:
-    if numerics.impl != "xla" or q.shape[1] != k.shape[1]:
+    if numerics.impl != "xla":
       raise ValueError("attention: ragged_tail is for a whole sequence attending "
-                       "to itself (Sq == Skv) on impl 'xla'")
+                       "to itself on impl 'xla'")
     if k.shape[1] % RAGGED_ALIGN:
       raise ValueError(f"attention: with ragged_tail the sequence length "
                        f"{k.shape[1]} must be a multiple of {RAGGED_ALIGN}")
