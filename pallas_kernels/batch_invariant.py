@@ -103,8 +103,8 @@ def log_softmax_reference(x):
 # Per-block math shared by the XLA and Pallas paths (fixed [rows, d] shapes).
 # ---------------------------------------------------------------------------
 def _matmul_block(xb, w, w_layout="kn"):
-  """[rows, K] x w -> [rows, N]; never splits K."""
-  dims = (((1,), (0 if w_layout == "kn" else 1,)), ((), ()))
+  """[..., K] x w -> [..., N] in one dot, f32 accumulation; never splits K."""
+  dims = (((xb.ndim - 1,), (0 if w_layout == "kn" else 1,)), ((), ()))
   return jax.lax.dot_general(xb, w, dims, preferred_element_type=jnp.float32
                              ).astype(xb.dtype)
 

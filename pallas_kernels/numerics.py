@@ -79,12 +79,6 @@ DEFAULT = Numerics()
 # ---------------------------------------------------------------------------
 # Default (non-invariant) implementations: plain XLA.
 # ---------------------------------------------------------------------------
-def _matmul_default(x, w, w_layout):
-  dims = (((x.ndim - 1,), (0 if w_layout == "kn" else 1,)), ((), ()))
-  return jax.lax.dot_general(x, w, dims, preferred_element_type=jnp.float32
-                             ).astype(x.dtype)
-
-
 def _rms_norm_default(x, scale, eps):
   xf = x.astype(jnp.float32)
   var = jnp.mean(xf * xf, axis=-1, keepdims=True)
@@ -131,10 +125,11 @@ def matmul(x, w, numerics: Numerics = DEFAULT, w_layout: str = "kn"):
   which the invariant CPU path needs no padding for).
   """
   from pallas_kernels import batch_invariant
+  if numerics.invariant:
+    return batch_invariant.matmul(x, w, numerics, w_layout)
   batch_invariant.check_matmul_args(x, w, w_layout)
-  if not numerics.invariant:
-    return _matmul_default(x, w, w_layout)
-  return batch_invariant.matmul(x, w, numerics, w_layout)
+  # The default mode is the same single dot, without padding or barriers.
+  return batch_invariant._matmul_block(x, w, w_layout)
 
 
 def rms_norm(x, scale, eps: float, numerics: Numerics = DEFAULT):

@@ -167,6 +167,16 @@ def _unblock(x, b, sq, hq, block_q):
 # ---------------------------------------------------------------------------
 # XLA paths.
 # ---------------------------------------------------------------------------
+def _map_query_blocks(one_block, q_shape, hkv, nqb, rows, bq):
+  """Runs one_block(i) -> (out [Hkv, R, d], lse [Hkv, R]) for every (batch
+  row, query block) in sequence; returns out [B, Sq, Hq, d], lse [B, Sq, Hq]."""
+  b, sq, hq, d = q_shape
+  out, lse = jax.lax.map(one_block, jnp.arange(b * nqb))
+  out = out.reshape(b, nqb, hkv, rows, d)
+  lse = lse.reshape(b, nqb, hkv, rows)
+  return _unblock(out, b, sq, hq, bq), _unblock(lse, b, sq, hq, bq)
+
+
 def _forward_xla(q, k, v, q_offset, kv_len, cfg: _Config):
   """Wide blocks: one batch row and up to `split_size` queries per step.
 
@@ -233,10 +243,7 @@ def _forward_xla(q, k, v, q_offset, kv_len, cfg: _Config):
                          acc)
     return _finish(*acc, q.dtype)
 
-  out, lse = jax.lax.map(one_block, jnp.arange(b * nqb))
-  out = out.reshape(b, nqb, hkv, rows, d)
-  lse = lse.reshape(b, nqb, hkv, rows)
-  return _unblock(out, b, sq, hq, bq), _unblock(lse, b, sq, hq, bq)
+  return _map_query_blocks(one_block, q.shape, hkv, nqb, rows, bq)
 
 
 def _forward_xla_blocked(q, k, v, q_offset, kv_len, cfg: _Config):
@@ -273,10 +280,7 @@ def _forward_xla_blocked(q, k, v, q_offset, kv_len, cfg: _Config):
                             acc)
     return _finish(*acc, q.dtype)
 
-  out, lse = jax.lax.map(one_block, jnp.arange(b * nqb))
-  out = out.reshape(b, nqb, hkv, rows, d)
-  lse = lse.reshape(b, nqb, hkv, rows)
-  return _unblock(out, b, sq, hq, bq), _unblock(lse, b, sq, hq, bq)
+  return _map_query_blocks(one_block, q.shape, hkv, nqb, rows, bq)
 
 
 # ---------------------------------------------------------------------------
