@@ -28,7 +28,9 @@ import pathlib
 
 import numpy as np
 
-from data_pipeline import features
+from interaction import audio_io
+
+from data_pipeline import video as video_lib
 
 FORMAT_VERSION = 1
 EPISODE_JSON = "episode.json"
@@ -71,8 +73,8 @@ def write_episode(directory, ep: Episode) -> pathlib.Path:
   """Writes `ep` into `directory` (created); returns the directory."""
   d = pathlib.Path(directory)
   d.mkdir(parents=True, exist_ok=True)
-  features.write_wav(d / "user.wav", ep.user_audio, ep.sample_rate)
-  features.write_wav(d / "model.wav", ep.model_audio, ep.sample_rate)
+  audio_io.write_wav(d / "user.wav", ep.user_audio, ep.sample_rate)
+  audio_io.write_wav(d / "model.wav", ep.model_audio, ep.sample_rate)
   video = None
   if ep.video is not None:
     np.savez_compressed(d / "video.npz", frames=np.asarray(ep.video, np.uint8),
@@ -105,11 +107,11 @@ def read_episode(directory, *, with_video: bool = True,
     raise EpisodeError(f"{d}: unreadable {EPISODE_JSON} ({e})") from None
   if not isinstance(doc, dict) or doc.get("format") != FORMAT_VERSION:
     raise EpisodeError(f"{d}: not an episode of format {FORMAT_VERSION}")
-  user = features.load_audio(d / "user.wav", target_rate=target_rate)
-  model = features.load_audio(d / "model.wav", target_rate=target_rate)
+  user = audio_io.load_audio(d / "user.wav", target_rate=target_rate)
+  model = audio_io.load_audio(d / "model.wav", target_rate=target_rate)
   video, fps = None, 0.0
   if with_video and doc.get("video"):
-    video, fps = features.load_video(d / doc["video"]["file"])
+    video, fps = video_lib.load_video(d / doc["video"]["file"])
   try:
     return Episode(
         id=str(doc["id"]), family=str(doc["family"]), sample_rate=target_rate,

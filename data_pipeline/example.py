@@ -20,9 +20,11 @@ import math
 
 import numpy as np
 
-from data_pipeline import features
+from interaction import mel as mel_lib
+
+from data_pipeline import video as video_lib
 from data_pipeline.episode import Episode
-from data_pipeline.tokenizer import TOKENIZER, encode_event
+from interaction.tokenizer import TOKENIZER, encode_event
 from interaction.layout import LayoutSpec, Stream
 
 EPAD = TOKENIZER.special_id("<epad>")
@@ -71,7 +73,7 @@ def num_turns(ep: Episode, spec: LayoutSpec) -> int:
 
 
 def episode_example(ep: Episode, spec: LayoutSpec, *, start_turn: int,
-                    turns: int, params: features.MelParams | None = None
+                    turns: int, params: mel_lib.MelParams | None = None
                     ) -> dict[str, np.ndarray]:
   """The window of `turns` micro-turns from `start_turn` (padded past the end)."""
   if ep.sample_rate != spec.sample_rate:
@@ -82,9 +84,9 @@ def episode_example(ep: Episode, spec: LayoutSpec, *, start_turn: int,
   shape = (turns, spec.frames_per_turn, spec.n_mels)
   # User audio as a live session hears it (no look-ahead past each micro-turn),
   # so training inputs equal the streaming front end's bit for bit.
-  user_mel = features.streaming_log_mel_window(ep.user_audio, start_turn * spt, span,
+  user_mel = mel_lib.streaming_log_mel_window(ep.user_audio, start_turn * spt, span,
                                                spec, params).reshape(shape)
-  model_mel = features.log_mel_window(ep.model_audio, (start_turn + 1) * spt, span,
+  model_mel = mel_lib.log_mel_window(ep.model_audio, (start_turn + 1) * spt, span,
                                       spec, params).reshape(shape)
   model_mel = np.clip(model_mel, spec.dmel_min, spec.dmel_max)
 
@@ -94,8 +96,8 @@ def episode_example(ep: Episode, spec: LayoutSpec, *, start_turn: int,
   full = start_turn + turns
   c = spec.slot_counts
   out = {
-      "user_audio": features.dmel_quantize(user_mel, spec),
-      "model_audio": features.dmel_quantize(model_mel, spec),
+      "user_audio": mel_lib.dmel_quantize(user_mel, spec),
+      "model_audio": mel_lib.dmel_quantize(model_mel, spec),
       "model_mel": model_mel.astype(np.float32),
       "user_text": crop(text_slots(event_items(ep.user_text, spec), full,
                                    c[Stream.USER_TEXT], TOKENIZER.empty_id)),
@@ -114,7 +116,7 @@ def episode_example(ep: Episode, spec: LayoutSpec, *, start_turn: int,
       idx = np.floor(times * ep.video_fps + 1e-6).astype(np.int64)
       ok = (idx < len(ep.video)) & out["turn_mask"]
       if ok.any():
-        video[ok] = features.resize_frames(ep.video[idx[ok]], spec.video_height,
+        video[ok] = video_lib.resize_frames(ep.video[idx[ok]], spec.video_height,
                                            spec.video_width)
       present = ok
     out["video"] = video

@@ -29,7 +29,7 @@ import numpy as np
 from absl import app, flags
 
 from data_pipeline import episode as episode_lib
-from data_pipeline import features
+from interaction import audio_io
 from data_pipeline import generators
 from data_pipeline import tts
 
@@ -75,7 +75,7 @@ def make_sample(family: str, split: str, seed: int, index: int):
 def _write_file(path: pathlib.Path, value) -> None:
   path.parent.mkdir(parents=True, exist_ok=True)
   if path.suffix == ".wav":
-    features.write_wav(path, value, generators.SR)
+    audio_io.write_wav(path, value, generators.SR)
   elif path.suffix == ".json":
     path.write_text(json.dumps(value, indent=1))
   else:

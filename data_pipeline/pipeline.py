@@ -29,7 +29,7 @@ import numpy as np
 
 from data_pipeline import episode as episode_lib
 from data_pipeline import example as example_lib
-from data_pipeline import features
+from interaction import mel as mel_lib
 from data_pipeline import synthetic
 from interaction.layout import LayoutSpec, Stream
 
@@ -97,7 +97,7 @@ def build_dataset(config, *, process_index: int = 0, process_count: int = 1):
                      f"[0, process_count={process_count})")
   data = config.data
   spec = LayoutSpec.from_config(config.layout)
-  params = features.MelParams.from_layout(config.layout)
+  params = mel_lib.MelParams.from_layout(config.layout)
   turns, seed = int(data.turns), int(data.seed)
   if turns < 1:
     raise ValueError(f"data.turns: {turns} must be >= 1")

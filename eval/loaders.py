@@ -13,7 +13,7 @@ import json
 import math
 import os
 
-from eval import audio as audio_io
+from interaction import audio_io
 from eval.samples import LoadResult, Sample, SampleError
 
 # FD-bench v1 task files -> our task names.

@@ -29,7 +29,7 @@ import time
 import numpy as np
 import tqdm
 
-from eval import audio as audio_io
+from interaction import audio_io
 from eval import loaders, timeline
 from eval.agents import AGENTS, make_agent
 from eval.agents.base import (CHUNK_SAMPLES, CHUNK_SECONDS, OUTPUT_LAG_CHUNKS, InputChunk,

@@ -8,7 +8,8 @@ import os
 
 import numpy as np
 
-from eval import audio as audio_io
+from data_pipeline import video as video_lib
+from interaction import audio_io
 
 BENCHMARKS = ("fdb_v1", "fdb_v1_5", "proactive_videoqa", "repcount", "charades",
               "timespeak", "cuespeak")
@@ -22,26 +23,6 @@ class Video:
   @property
   def duration(self) -> float:
     return len(self.frames) / self.fps
-
-
-def load_video(path: str) -> Video:
-  """Reads the agreed `.npz` video (`frames` uint8 [N,H,W,3], `fps`)."""
-  if not os.path.exists(path):
-    raise ValueError(f"video file not found: {path}")
-  try:
-    with np.load(path) as z:
-      frames, fps = z["frames"], float(z["fps"])
-  except KeyError as e:
-    raise ValueError(f"video {path} lacks array {e}; expected 'frames' and 'fps'") from None
-  except Exception as e:
-    raise ValueError(f"cannot read video {path}: {e}") from None
-  if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-    raise ValueError(f"video {path}: frames must be uint8 [N,H,W,3], got "
-                     f"{frames.dtype} {frames.shape}")
-  if not fps > 0 or len(frames) == 0:
-    raise ValueError(f"video {path}: needs fps > 0 and at least one frame (fps={fps}, "
-                     f"frames={len(frames)})")
-  return Video(frames, fps)
 
 
 @dataclasses.dataclass
@@ -85,14 +66,14 @@ class Sample:
   def load_audio(self) -> np.ndarray:
     """User audio at 16 kHz; silence of the video's length for video-only items."""
     if self.audio_path:
-      return audio_io.load_wav(self.audio_path)
+      return audio_io.load_audio(self.audio_path, mix_down=True)
     return np.zeros(int(round(self.duration * audio_io.SAMPLE_RATE)), np.float32)
 
   def load_video(self) -> Video | None:
     if not self.video_path:
       return None
     if not hasattr(self, "_video"):
-      self._video = load_video(self.video_path)
+      self._video = Video(*video_lib.load_video(self.video_path))
     return self._video
 
 

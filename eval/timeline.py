@@ -8,7 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from eval.audio import SAMPLE_RATE  # noqa: E402
+from interaction.audio_io import SAMPLE_RATE  # noqa: E402
 
 
 def _envelope(x: np.ndarray, hop: int = 800):

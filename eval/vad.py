@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import webrtcvad
 
-from eval.audio import SAMPLE_RATE
+from interaction.audio_io import SAMPLE_RATE
 
 _FRAME_S = 0.03
 

@@ -12,7 +12,7 @@ from flax import nnx
 from ml_collections import config_flags
 
 from experiments import cli
-from interaction.model import abstract_model, count_params
+from interaction.params import abstract_model, count_params
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.",
                                           lock_config=True)

@@ -19,10 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import logging
-from flax import nnx
 
 from experiments import checkpointing
-from interaction.model import InteractionModel, validate_config
+from interaction import params as params_lib
+from interaction.model import validate_config
 from interaction.objectives import compute_loss
 
 TrainState = dict[str, Any]  # {"step", "params", "opt_state", "rng"}
@@ -42,30 +42,6 @@ def make_optimizer(config) -> optax.GradientTransformation:
   return optax.chain(
       optax.clip_by_global_norm(tc.grad_clip),
       optax.adamw(schedule, b1=tc.b1, b2=tc.b2, weight_decay=tc.weight_decay))
-
-
-def _graphdef_and_params(config, seed: int):
-  model = InteractionModel(config, rngs=nnx.Rngs(seed))
-  graphdef, params = nnx.split(model, nnx.Param)
-  return graphdef, nnx.to_pure_dict(params)
-
-
-def _abstract_split(config):
-  """(graphdef, abstract Param state) of the model, allocating nothing."""
-  return nnx.split(nnx.eval_shape(
-      lambda: InteractionModel(config, rngs=nnx.Rngs(0))), nnx.Param)
-
-
-def model_from_params(graphdef, abstract_params, params) -> InteractionModel:
-  """Rebuilds the model module from a pure-dict parameter tree."""
-  state = jax.tree_util.tree_map(lambda x: x, abstract_params)
-  nnx.replace_by_pure_dict(state, params)
-  return nnx.merge(graphdef, state)
-
-
-def load_model(config, params) -> InteractionModel:
-  graphdef, abstract = _abstract_split(config)
-  return model_from_params(graphdef, abstract, params)
 
 
 def load_trained(workdir: str, step: int | None = None):
@@ -90,7 +66,7 @@ def create_train_state(config, rng: int | jax.Array = None) -> TrainState:
   seed = config.train.seed if rng is None else rng
   if not isinstance(seed, int):
     seed = int(jax.random.randint(seed, (), 0, 2**31 - 1))
-  _, params = _graphdef_and_params(config, seed)
+  params = params_lib.init_params(config, seed)
   tx = make_optimizer(config)
   return {"step": jnp.int32(0), "params": params, "opt_state": tx.init(params),
           "rng": jax.random.key_data(jax.random.key(seed))}
@@ -105,11 +81,11 @@ def make_train_step(config):
 
   The state argument is donated: its buffers are reused for the new state.
   """
-  graphdef, abstract_params = _abstract_split(config)
+  bind = params_lib.ModelBinder(config)
   tx = make_optimizer(config)
 
   def loss_fn(params, batch, rng):
-    model = model_from_params(graphdef, abstract_params, params)
+    model = bind(params)
     return compute_loss(model, batch, rng, config)
 
   def train_step(state: TrainState, batch):

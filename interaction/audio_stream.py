@@ -4,11 +4,11 @@
 frames with the offline recipe (centred 1024-point STFT, Slaney mel, log10),
 keeping the previous samples as left context. Frames whose window reaches past
 the chunk see zeros there: a session has no look-ahead. Training featurises
-user audio the same way (`data_pipeline.features.streaming_log_mel_window`),
+user audio the same way (`data_pipeline.mel_lib.streaming_log_mel_window`),
 and the two agree bit for bit (tests/interaction/session_test.py).
 
 `StreamingVocoder` turns each turn's 16 generated mel frames into 3200
-samples with the embedded Griffin-Lim vocoder (`data_pipeline.vocoder`), in
+samples with the embedded Griffin-Lim vocoder (`interaction.vocoder`), in
 its 'pinv' inversion mode: librosa's per-call NNLS solve took seconds per
 chunk on this machine and would blow the 200 ms budget. Each
 chunk is re-synthesised with `context_frames` earlier frames in front, and the
@@ -21,18 +21,18 @@ from __future__ import annotations
 import librosa
 import numpy as np
 
-from data_pipeline import features
+from interaction import mel as mel_lib
 from interaction.layout import LayoutSpec
 
 
 class StreamingMelFrontend:
 
-  def __init__(self, spec: LayoutSpec, params: features.MelParams | None = None):
+  def __init__(self, spec: LayoutSpec, params: mel_lib.MelParams | None = None):
     self.spec = spec
-    self.params = params or features.MelParams.from_spec(spec)
+    self.params = params or mel_lib.MelParams.from_spec(spec)
     self.half = self.params.n_fft // 2
-    self.win = features._win_samples(spec, self.params)  # pylint: disable=protected-access
-    self.basis = features._mel_basis(spec.sample_rate, self.params.n_fft,  # pylint: disable=protected-access
+    self.win = mel_lib.win_samples(spec, self.params)
+    self.basis = mel_lib.mel_basis(spec.sample_rate, self.params.n_fft,
                                      spec.n_mels, self.params.fmin, self.params.fmax)
     self.reset()
 
@@ -55,9 +55,9 @@ class StreamingMelFrontend:
 class StreamingVocoder:
 
   def __init__(self, spec: LayoutSpec, n_iter: int = 16, context_frames: int = 8,
-               crossfade: int = 160, params: features.MelParams | None = None,
+               crossfade: int = 160, params: mel_lib.MelParams | None = None,
                seed: int = 0):
-    from data_pipeline.vocoder import GriffinLimVocoder
+    from interaction.vocoder import GriffinLimVocoder
     self.spec = spec
     self.context_frames = int(context_frames)
     self.crossfade = int(crossfade)

@@ -14,7 +14,9 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
-from data_pipeline import features
+from interaction import audio_io
+
+from data_pipeline import video as video_lib
 
 
 def load_config_and_params(checkpoint: str | None, config=None):
@@ -34,7 +36,7 @@ def frame_for_turn(video, t: float, height: int, width: int):
     return None
   frame = video.frames[idx]
   if frame.shape[:2] != (height, width):
-    frame = features.resize_frames(frame[None], height, width)[0]
+    frame = video_lib.resize_frames(frame[None], height, width)[0]
   return frame
 
 
@@ -69,7 +71,7 @@ def run(config, params, wave: np.ndarray, out_dir: str, *, video=None,
     events.extend(r.events[0])
   out_audio = out_audio[:n]
   os.makedirs(out_dir, exist_ok=True)
-  features.write_wav(os.path.join(out_dir, "output.wav"), out_audio,
+  audio_io.write_wav(os.path.join(out_dir, "output.wav"), out_audio,
                      spec.sample_rate)
   text_events = [TextEvent(**e) for e in events if e["t_start"] < n / spec.sample_rate]
   write_events(os.path.join(out_dir, "events.jsonl"), text_events)

@@ -73,6 +73,11 @@ class LayoutSpec:
   video_width: int
   patch: int
   slot_counts: tuple[int, ...]  # indexed by Stream
+  # STFT and mel filter bank (interaction.mel.MelParams.from_spec reads these).
+  n_fft: int = 1024
+  mel_win_ms: float = 50.0
+  fmin: float = 80.0
+  fmax: float = 7600.0
 
   @classmethod
   def from_config(cls, layout) -> "LayoutSpec":
@@ -120,7 +125,9 @@ class LayoutSpec:
         dmel_bins=int(layout.dmel_bins), dmel_min=float(layout.dmel_min),
         dmel_max=float(layout.dmel_max), video_enabled=bool(video.enabled),
         video_height=int(video.height), video_width=int(video.width), patch=p,
-        slot_counts=tuple(counts))
+        slot_counts=tuple(counts), n_fft=int(layout.n_fft),
+        mel_win_ms=float(layout.mel_win_ms), fmin=float(layout.fmin),
+        fmax=float(layout.fmax))
 
   # ---- slot geometry -------------------------------------------------------
   def count(self, stream: Stream) -> int:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from interaction import layout as lo
@@ -37,7 +36,7 @@ def validate_config(config) -> LayoutSpec:
     raise ValueError(f"model.time_embed_dim: must be even, got {m.time_embed_dim}")
   if m.head_dim % 2:
     raise ValueError(f"model.head_dim: must be even for RoPE, got {m.head_dim}")
-  from data_pipeline.tokenizer import TOKENIZER
+  from interaction.tokenizer import TOKENIZER
   if m.vocab_size < TOKENIZER.vocab_size:
     raise ValueError(f"model.vocab_size: {m.vocab_size} is smaller than the "
                      f"tokenizer's {TOKENIZER.vocab_size}")
@@ -183,18 +182,3 @@ class InteractionModel(nnx.Module):
     shape = (batch_size, capacity, blk.hkv, blk.hd)
     return [{"k": jnp.zeros(shape, cfg_dtype), "v": jnp.zeros(shape, cfg_dtype)}
             for _ in self.blocks]
-
-
-def build_model(config, rngs: nnx.Rngs | int = 0) -> InteractionModel:
-  if isinstance(rngs, int):
-    rngs = nnx.Rngs(rngs)
-  return InteractionModel(config, rngs=rngs)
-
-
-def abstract_model(config):
-  """The model's structure and parameter shapes, allocating nothing."""
-  return nnx.eval_shape(lambda: InteractionModel(config, rngs=nnx.Rngs(0)))
-
-
-def count_params(tree) -> int:
-  return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(tree)))

@@ -19,7 +19,7 @@ import json
 from absl import flags
 from ml_collections import config_flags
 
-from data_pipeline import features
+from interaction import audio_io
 from experiments import cli
 from interaction.file_session import load_config_and_params, run
 
@@ -36,7 +36,7 @@ flags.mark_flags_as_required(["input", "out"])
 def main(argv):
   del argv
   config, params = load_config_and_params(_CHECKPOINT.value, _CONFIG.value)
-  wave = features.load_audio(_INPUT.value)
+  wave = audio_io.load_audio(_INPUT.value)
   video = None
   if _VIDEO.value:
     from eval.samples import load_video

@@ -21,8 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from data_pipeline import features
-from data_pipeline.tokenizer import TOKENIZER
+from interaction import mel as mel_lib
+from interaction.tokenizer import TOKENIZER
 from interaction.audio_stream import StreamingMelFrontend, StreamingVocoder
 from interaction.layout import LayoutSpec, Stream
 from interaction.streaming import SessionConfig, SessionRunner, TurnInputs
@@ -82,7 +82,7 @@ class Sessions:
     self.batch_size = int(batch_size)
     self.seeds = list(range(self.batch_size)) if seeds is None else seeds
     sc = config.session
-    mel_params = features.MelParams.from_layout(config.layout)
+    mel_params = mel_lib.MelParams.from_layout(config.layout)
     self.frontends = [StreamingMelFrontend(self.spec, mel_params)
                       for _ in range(self.batch_size)]
     self.vocoders = ([StreamingVocoder(self.spec, n_iter=sc.vocoder_iters,
@@ -168,7 +168,7 @@ class Sessions:
       if t:
         q.extend(TOKENIZER.encode(t))
     mel = np.stack([fe(x) for fe, x in zip(self.frontends, a)])
-    bins = features.dmel_quantize(mel, spec)
+    bins = mel_lib.dmel_quantize(mel, spec)
     n_ut, n_bg = spec.count(Stream.USER_TEXT), spec.count(Stream.BACKGROUND_TEXT)
     ut = np.array([self._take(q, n_ut) for q in self.user_text], np.int32)
     bt = np.array([self._take(q, n_bg) for q in self.background_text], np.int32)

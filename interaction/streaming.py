@@ -31,6 +31,7 @@ import numpy as np
 from interaction import layout as lo
 from interaction.flow_head import euler_sample, unit_to_mel
 from interaction.layout import LayoutSpec, Stream
+from interaction import params as params_lib
 from interaction.model import InteractionModel
 
 
@@ -268,12 +269,10 @@ class SessionRunner:
   """Compiles `step` once per (config, batch size) and runs it with donation."""
 
   def __init__(self, config, params, scfg: SessionConfig | None = None):
-    from experiments.trainer import _abstract_split, model_from_params
     self.config = config
     self.scfg = scfg or SessionConfig.from_config(config.session)
-    graphdef, abstract = _abstract_split(config)
     self.params = params
-    self._build = lambda p: model_from_params(graphdef, abstract, p)
+    self._build = params_lib.ModelBinder(config)
     self.model = self._build(params) if params is not None else None
     self.spec = LayoutSpec.from_config(config.layout)
 

@@ -31,7 +31,7 @@ class ModelAgent(Agent):
     self.sessions.reset()
 
   def step(self, chunk: InputChunk) -> OutputChunk:
-    from data_pipeline.features import resize_frames
+    from data_pipeline.video import resize_frames
     spec = self.sessions.spec
     frame = chunk.frame
     if frame is not None:

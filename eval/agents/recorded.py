@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from eval import audio as audio_io
+from interaction import audio_io
 from eval.agents.base import CHUNK_SAMPLES, SAMPLE_RATE, Agent, OutputChunk
 from eval.predictions import read_prediction
 
@@ -26,7 +26,7 @@ class RecordedAgent(Agent):
   def reset(self, sample):
     pred = read_prediction(self.root, sample)  # raises ValueError naming the files
     self.events = sorted(pred.events, key=lambda e: e.t_start)
-    self.audio = (audio_io.load_wav(pred.audio_path) if pred.audio_path
+    self.audio = (audio_io.load_audio(pred.audio_path, mix_down=True) if pred.audio_path
                   else np.zeros(0, np.float32))
     self.next_event = 0
 

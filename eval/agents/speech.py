@@ -17,7 +17,7 @@ import subprocess
 import numpy as np
 import soundfile
 
-from eval import audio as audio_io
+from interaction import audio_io
 from eval.agents.base import SAMPLE_RATE
 from eval.events import SPOKEN, TextEvent
 

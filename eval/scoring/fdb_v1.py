@@ -34,7 +34,7 @@ import numpy as np
 import scipy.interpolate
 import scipy.spatial.distance
 
-from eval import audio as audio_io
+from interaction import audio_io
 from eval import vad as vad_lib
 from eval.scoring.common import ScoreResult, collect, mean_or_none, std_or_none
 
@@ -135,7 +135,7 @@ def score(samples, get_prediction, judge, *, vad: str = "webrtc", aligner=None) 
     if aligner is not None:
       if not pred.audio_path:
         raise ValueError("aligner needs output.wav")
-      return aligner.align(audio_io.load_wav(pred.audio_path))
+      return aligner.align(audio_io.load_audio(pred.audio_path, mix_down=True))
     return pred.words()
 
   def one(sample, pred):
@@ -159,7 +159,7 @@ def score(samples, get_prediction, judge, *, vad: str = "webrtc", aligner=None) 
       if vad == "webrtc":
         if not pred.audio_path:
           raise ValueError("backchannel needs output.wav (or use vad='words')")
-        out = audio_io.load_wav(pred.audio_path)
+        out = audio_io.load_audio(pred.audio_path, mix_down=True)
         segments, duration = vad_lib.speech_segments(out), len(out) / audio_io.SAMPLE_RATE
       else:
         segments, duration = vad_lib.segments_from_words(words), sample.duration

@@ -17,7 +17,7 @@
 
 from __future__ import annotations
 
-from eval import audio as audio_io
+from interaction import audio_io
 from eval import vad as vad_lib
 from eval.judges import BEHAVIOR_TAGS
 from eval.scoring.common import ScoreResult, collect, mean_or_none
@@ -68,7 +68,7 @@ def score(samples, get_prediction, judge, *, vad: str = "webrtc", aligner=None) 
     raise ValueError(f"vad must be 'webrtc' or 'words', got {vad!r}")
 
   def one(sample, pred):
-    words = (aligner.align(audio_io.load_wav(pred.audio_path)) if aligner is not None
+    words = (aligner.align(audio_io.load_audio(pred.audio_path, mix_down=True)) if aligner is not None
              else pred.words())
     ref = sample.reference
     tag = judge.behavior(overlap=ref["overlap"], words=words,
@@ -78,7 +78,7 @@ def score(samples, get_prediction, judge, *, vad: str = "webrtc", aligner=None) 
     if vad == "webrtc":
       if not pred.audio_path:
         raise ValueError("timing needs output.wav (or use vad='words')")
-      model = vad_lib.speech_segments(audio_io.load_wav(pred.audio_path))
+      model = vad_lib.speech_segments(audio_io.load_audio(pred.audio_path, mix_down=True))
     else:
       model = vad_lib.segments_from_words(words)
     model = vad_lib.merge(model, MODEL_MERGE_GAP)

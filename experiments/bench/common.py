@@ -72,7 +72,7 @@ def emit(figures: dict):
 
 def random_batch(spec, b, t, rng):
   """A training batch by the layout contract (interaction/layout.py)."""
-  from data_pipeline.tokenizer import TOKENIZER
+  from interaction.tokenizer import TOKENIZER
   f, mels = spec.frames_per_turn, spec.n_mels
   vocab = TOKENIZER.vocab_size
   batch = {

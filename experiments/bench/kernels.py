@@ -42,9 +42,9 @@ _FORWARD_VARIANTS = {"default": ("default", "xla"),
 
 
 def _model_forward_fns(turns, batch_size):
-  from flax import nnx
   from experiments.configs import demo
   from interaction import model as model_lib
+  from interaction import params as params_lib
 
   config = demo.get_config()
   spec = model_lib.validate_config(config)
@@ -53,19 +53,18 @@ def _model_forward_fns(turns, batch_size):
   for name, (mode, impl) in _FORWARD_VARIANTS.items():
     config.model.kernels.mode = mode
     config.model.kernels.impl = impl
-    model = model_lib.build_model(config, rngs=0)
-    graphdef, this_state = nnx.split(model)
-    state = this_state if state is None else state  # one set of parameters
-    fwd = jax.jit(lambda st, bt, g=graphdef: nnx.merge(g, st).forward(bt)["text_logits"])
+    bind = params_lib.ModelBinder(config)
+    state = params_lib.init_params(config, 0) if state is None else state  # one set
+    fwd = jax.jit(lambda st, bt, bind=bind: bind(st).forward(bt)["text_logits"])
     fns[name] = (lambda f=fwd: f(state, batch))
   return fns, config
 
 
 def _session_step_fns(capacity, offset):
   """(c): name -> zero-arg callable for the decode step and the append."""
-  from flax import nnx
   from experiments.configs import demo
   from interaction import model as model_lib
+  from interaction import params as params_lib
 
   config = demo.get_config()
   spec = model_lib.validate_config(config)
@@ -74,13 +73,12 @@ def _session_step_fns(capacity, offset):
   for variant, (mode, impl) in _FORWARD_VARIANTS.items():
     config.model.kernels.mode = mode
     config.model.kernels.impl = impl
-    model = model_lib.build_model(config, rngs=0)
-    graphdef, this_state = nnx.split(model)
-    state = this_state if state is None else state
-    cache = model.init_cache(1, capacity)
+    bind = params_lib.ModelBinder(config)
+    state = params_lib.init_params(config, 0) if state is None else state
+    cache = bind(state).init_cache(1, capacity)
 
-    def step(st, x, cache, off, g=graphdef):
-      m = nnx.merge(g, st)
+    def step(st, x, cache, off, bind=bind):
+      m = bind(st)
       pos = off[:, None] + jnp.arange(x.shape[1], dtype=jnp.int32)[None]
       h, new_cache, _ = m.backbone(x, pos, cache, off)
       return m.text_logits(h), new_cache

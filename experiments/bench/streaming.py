@@ -24,7 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.bench import common
-from experiments.trainer import create_train_state, load_model
+from experiments.trainer import create_train_state
+from interaction.params import ModelBinder, load_model
 from interaction import streaming as st
 
 
@@ -43,7 +44,7 @@ def session_vs_reprefill(config, params, points, rounds, reprefill_rounds=2):
   runner = st.SessionRunner(config, params, scfg)
   rng = np.random.default_rng(0)
   hist = common.random_batch(spec, 1, max(points) + 1, rng)
-  graph = lambda p: load_model(config, p)  # noqa: E731
+  graph = ModelBinder(config)
   reprefill = jax.jit(lambda p, h, i: st.reprefill_step(graph(p), scfg, h, i, [0]))
 
   results = {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from data_pipeline.tokenizer import TOKENIZER
+from interaction.tokenizer import TOKENIZER
 
 
 def layout_config() -> ml_collections.ConfigDict:

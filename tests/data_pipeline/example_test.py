@@ -4,7 +4,7 @@ import numpy as np
 
 from data_pipeline import example
 from data_pipeline.episode import Episode
-from data_pipeline.tokenizer import TOKENIZER
+from interaction.tokenizer import TOKENIZER
 from experiments.configs.common import layout_config
 from interaction.layout import LayoutSpec
 

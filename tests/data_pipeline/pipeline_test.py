@@ -9,7 +9,7 @@ import pytest
 from data_pipeline import episode as episode_lib
 from data_pipeline import pipeline
 from data_pipeline import synthetic
-from data_pipeline.tokenizer import TOKENIZER
+from interaction.tokenizer import TOKENIZER
 from experiments.configs.common import base_config
 
 

@@ -13,7 +13,7 @@ from flax import nnx
 
 import experiments.configs as configs_pkg
 from experiments.param_count import parameter_counts
-from interaction.model import abstract_model, build_model, count_params
+from interaction.params import abstract_model, build_model, count_params
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG_NAMES = sorted(m.name for m in pkgutil.iter_modules(configs_pkg.__path__)

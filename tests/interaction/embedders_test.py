@@ -9,7 +9,7 @@ from flax import nnx
 from experiments.configs import tiny
 from interaction.embedders import DMelEmbed, HMLPStem
 from interaction.layout import LayoutSpec
-from interaction.model import build_model
+from interaction.params import build_model
 from pallas_kernels.numerics import Numerics
 
 

@@ -69,8 +69,9 @@ def test_run_session_writes_outputs_of_the_input_length(tmp_path):
     t = np.arange(n) / sr
     path = tmp_path / f"in_{sr}.wav"
     soundfile.write(path, 0.3 * np.sin(2 * np.pi * 200 * t), sr, subtype="PCM_16")
-    from data_pipeline import features
-    wave = features.load_audio(str(path))
+    from interaction import audio_io
+    from interaction import mel as mel_lib
+    wave = audio_io.load_audio(str(path))
     out_dir = tmp_path / f"out_{sr}"
     summary = run(tiny.get_config(), _params(), wave, str(out_dir), progress=False)
     out, out_sr = soundfile.read(out_dir / "output.wav")
@@ -88,7 +89,8 @@ def test_run_session_writes_outputs_of_the_input_length(tmp_path):
 
 def test_streaming_front_end_equals_training_features_bit_for_bit():
   """The session hears user audio exactly as the training pipeline featurises it."""
-  from data_pipeline import features
+  from interaction import audio_io
+  from interaction import mel as mel_lib
   spec = LayoutSpec.from_config(tiny.get_config().layout)
   rng = np.random.default_rng(0)
   wave = (0.2 * rng.standard_normal(3200 * 5 + 1000)).astype(np.float32)
@@ -96,14 +98,14 @@ def test_streaming_front_end_equals_training_features_bit_for_bit():
   padded[:len(wave)] = wave
   fe = StreamingMelFrontend(spec)
   online = np.concatenate([fe(c) for c in padded.reshape(6, 3200)])
-  train = features.streaming_log_mel_window(wave, 0, 6 * 3200, spec)
+  train = mel_lib.streaming_log_mel_window(wave, 0, 6 * 3200, spec)
   np.testing.assert_array_equal(online, train)
   # A crop starting at a later turn gives the same frames as the whole episode.
   np.testing.assert_array_equal(
-      features.streaming_log_mel_window(wave, 2 * 3200, 3 * 3200, spec), online[32:80])
+      mel_lib.streaming_log_mel_window(wave, 2 * 3200, 3 * 3200, spec), online[32:80])
   # Companion: the look-ahead (offline) features differ at the end of each turn,
   # so the equality above is a real check.
-  offline = features.log_mel_window(wave, 0, 6 * 3200, spec)
+  offline = mel_lib.log_mel_window(wave, 0, 6 * 3200, spec)
   late = np.array([i % 16 >= 14 for i in range(96)])
   np.testing.assert_array_equal(offline[~late], online[~late])
   assert not np.array_equal(offline[late], online[late])
@@ -111,10 +113,11 @@ def test_streaming_front_end_equals_training_features_bit_for_bit():
 
 def test_vocoder_chunks_join_without_clicks():
   spec = LayoutSpec.from_config(tiny.get_config().layout)
-  from data_pipeline import features
+  from interaction import audio_io
+  from interaction import mel as mel_lib
   t = np.arange(3200 * 6) / 16000
   tone = (0.3 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
-  mel = features.log_mel(tone, spec)
+  mel = mel_lib.log_mel(tone, spec)
   voc = StreamingVocoder(spec, n_iter=16)
   out = np.concatenate([voc(mel[i * 16:(i + 1) * 16]) for i in range(6)])
   assert out.shape == (3200 * 6,)

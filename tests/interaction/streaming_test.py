@@ -10,7 +10,8 @@ import pytest
 
 from data_pipeline.pipeline import make_train_iter
 from experiments.configs import tiny
-from experiments.trainer import create_train_state, load_model
+from experiments.trainer import create_train_state
+from interaction.params import load_model
 from interaction.flow_head import euler_sample, unit_to_mel
 from interaction.streaming import Forced, SessionRunner, TurnInputs
 

@@ -2,7 +2,7 @@
 
 `Vocoder` is the interface (a neural vocoder can slot in later);
 `GriffinLimVocoder` is the embedded default: librosa's NNLS inversion of the
-mel filter bank (the same Slaney filters `features.log_mel` uses) followed by
+mel filter bank (the same Slaney filters `mel_lib.log_mel` uses) followed by
 Griffin-Lim phase recovery. No weights, no download; quality is robotic but
 intelligible, which is enough to listen to what a model says.
 """
@@ -14,7 +14,7 @@ import abc
 import librosa
 import numpy as np
 
-from data_pipeline import features
+from interaction import mel as mel_lib
 from interaction.layout import LayoutSpec
 
 
@@ -39,17 +39,17 @@ class GriffinLimVocoder(Vocoder):
   """
 
   def __init__(self, spec: LayoutSpec, n_iter: int = 32,
-               params: features.MelParams | None = None, seed: int = 0,
+               params: mel_lib.MelParams | None = None, seed: int = 0,
                inversion: str = "nnls"):
     if n_iter < 1:
       raise ValueError(f"GriffinLimVocoder: n_iter={n_iter} must be >= 1")
     if inversion not in ("nnls", "pinv"):
       raise ValueError(f"GriffinLimVocoder: inversion={inversion!r} is not 'nnls' or 'pinv'")
     self.spec, self.n_iter, self.seed = spec, int(n_iter), seed
-    self.params = params or features.MelParams.from_spec(spec)
+    self.params = params or mel_lib.MelParams.from_spec(spec)
     self.sample_rate = spec.sample_rate
     self.inversion = inversion
-    self._win = features._win_samples(spec, self.params)  # pylint: disable=protected-access
+    self._win = mel_lib.win_samples(spec, self.params)
     if inversion == "pinv":
       p = self.params
       basis = librosa.filters.mel(sr=spec.sample_rate, n_fft=p.n_fft,
