@@ -141,12 +141,17 @@ def dmel_centers(spec: LayoutSpec) -> np.ndarray:
                      dtype=np.float64)
 
 
-def dmel_quantize(logmel, spec: LayoutSpec) -> np.ndarray:
-  """Nearest of `dmel_bins` linear bin centres over [dmel_min, dmel_max] -> int32."""
-  x = np.clip(np.asarray(logmel, np.float64), spec.dmel_min, spec.dmel_max)
+def dmel_quantize(logmel, spec: LayoutSpec, xp=np):
+  """Nearest of `dmel_bins` linear bin centres over [dmel_min, dmel_max] -> int32.
+
+  xp: `numpy` (host features, computed in float64) or `jax.numpy` (the
+  session's fed-back mel, traced, in the input's dtype); one recipe for both.
+  """
+  x = np.asarray(logmel, np.float64) if xp is np else logmel
+  x = xp.clip(x, spec.dmel_min, spec.dmel_max)
   step = (spec.dmel_max - spec.dmel_min) / (spec.dmel_bins - 1)
-  idx = np.floor((x - spec.dmel_min) / step + 0.5)
-  return np.clip(idx, 0, spec.dmel_bins - 1).astype(np.int32)
+  idx = xp.floor((x - spec.dmel_min) / step + 0.5)
+  return xp.clip(idx, 0, spec.dmel_bins - 1).astype(xp.int32)
 
 
 def dmel_dequantize(bins, spec: LayoutSpec) -> np.ndarray:

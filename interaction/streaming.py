@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from interaction import layout as lo
+from interaction import mel as mel_lib
 from interaction.flow_head import euler_sample, unit_to_mel
 from interaction.layout import LayoutSpec, Stream
 from interaction import params as params_lib
@@ -181,13 +182,6 @@ def _row_keys(state: SessionState, slot: int):
   return jax.vmap(one)(state.key, state.turn)
 
 
-def _quantize(mel, spec: LayoutSpec):
-  step = (spec.dmel_max - spec.dmel_min) / (spec.dmel_bins - 1)
-  x = jnp.clip(mel, spec.dmel_min, spec.dmel_max)
-  idx = jnp.floor((x - spec.dmel_min) / step + 0.5)
-  return jnp.clip(idx, 0, spec.dmel_bins - 1).astype(jnp.int32)
-
-
 def step(model: InteractionModel, scfg: SessionConfig, state: SessionState,
          inputs: TurnInputs, forced: Forced | None = None):
   """One micro-turn for every session in the batch: append, then generate."""
@@ -243,7 +237,7 @@ def step(model: InteractionModel, scfg: SessionConfig, state: SessionState,
         _row_keys(state, n_text + j)) * scfg.flow_temperature
     x1 = euler_sample(model.flow, h_prev, noise, model.flow_steps)
     mel = unit_to_mel(x1.astype(jnp.float32), spec.dmel_min, spec.dmel_max)
-    bins = forced_slots[:, j] if forced is not None else _quantize(mel, spec)
+    bins = forced_slots[:, j] if forced is not None else mel_lib.dmel_quantize(mel, spec, xp=jnp)
     mels.append(mel)
     bins_all.append(bins)
     emb = _embed(model, model.dmel(bins[:, None], model.dtype),

@@ -6,7 +6,6 @@ import os
 import pkgutil
 import subprocess
 import sys
-import time
 
 import pytest
 from flax import nnx
@@ -43,9 +42,9 @@ def test_config_loads_and_builds(name):
 
 
 def test_tml_small_parameter_counts():
-  t0 = time.time()
+  # Counted from abstract shapes: 279B f32 parameters would not fit in memory,
+  # so this passing also shows nothing was allocated.
   counts = parameter_counts(_load("tml_small"))
-  assert time.time() - t0 < 60
   assert abs(counts["total"] / 276e9 - 1) <= 0.02, counts
   assert abs(counts["active"] / 12e9 - 1) <= 0.05, counts
 

@@ -59,17 +59,41 @@ def test_resume_matches_uninterrupted_run_bit_for_bit(uninterrupted, tmp_path):
       np.testing.assert_array_equal(a, b)
 
 
+class _ForgetfulIterator:
+  """The real training iterator, except that restoring its position does nothing."""
+
+  def __init__(self, inner):
+    self.inner = inner
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    return next(self.inner)
+
+  def get_state(self):
+    return self.inner.get_state()
+
+  def set_state(self, state):
+    del state  # the bug this companion stands for: the data position is lost
+
+
 def test_resume_check_can_fail(uninterrupted, tmp_path):
-  """Companion: a run with another seed ends with different parameters, so the
-  bit-exact comparison above is able to detect a difference."""
+  """Companion: the same kill-at-15-and-resume, but the resumed run's data
+  iterator restarts from its first batch instead of batch 16. The bit-exact
+  comparison above sees that: resuming without the data position ends with
+  different parameters than the uninterrupted run."""
+  from data_pipeline.pipeline import make_train_iter
   _, full = uninterrupted
+  workdir = str(tmp_path)
   config = tiny.get_config()
-  config.train.seed = 1
-  config.train.steps = 30
-  other = jax.device_get(trainer.train_and_evaluate(
-      config, str(tmp_path), stop_at_step=5, progress=False))
+  trainer.train_and_evaluate(config, workdir, stop_at_step=15, progress=False)
+  resumed = jax.device_get(trainer.train_and_evaluate(
+      config, workdir, data_iter=_ForgetfulIterator(make_train_iter(config)),
+      progress=False))
+  assert int(resumed["step"]) == 30
   a = jax.tree_util.tree_leaves(full["params"])
-  b = jax.tree_util.tree_leaves(other["params"])
+  b = jax.tree_util.tree_leaves(resumed["params"])
   assert any(not np.array_equal(x, y) for x, y in zip(a, b))
 
 

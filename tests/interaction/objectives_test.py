@@ -1,0 +1,97 @@
+"""compute_loss: which slots carry loss, and how the terms are weighted,
+against values computed by hand (a stand-in model with known outputs)."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments.configs import tiny
+from interaction.layout import LayoutSpec, Stream
+from interaction.objectives import compute_loss
+from pallas_kernels.numerics import Numerics
+
+V = 7  # vocabulary of the stand-in model
+
+
+class _StandIn:
+  """Duck-typed model: fixed logits, audio conditions and aux losses; a flow
+  head whose velocity is 0, so the flow loss is mean((x1 - x0)^2)."""
+
+  def __init__(self, spec, logits, cond, aux):
+    self.spec, self.numerics = spec, Numerics()
+    self._out = {"text_logits": logits, "audio_cond": cond, "aux": aux}
+    self.flow = lambda x_t, t, h: jnp.zeros_like(x_t)
+
+  def forward(self, batch):
+    del batch
+    return self._out
+
+
+def _setup(turn_mask, model_mel=None):
+  config = tiny.get_config()
+  spec = LayoutSpec.from_config(config.layout)
+  b, t = 1, len(turn_mask)
+  n_text, n_audio = spec.count(Stream.MODEL_TEXT), spec.count(Stream.MODEL_AUDIO)
+  targets = np.full((b, t, n_text), 3, np.int32)
+  logits = np.zeros((b, t, n_text, V), np.float32)   # turn 0: uniform -> nll log V, wrong
+  logits[0, 1, :, 3] = 2.0                            # turn 1: right, nll log(1 + 6 e^-2)
+  logits[0, 2:, :, 5] = 50.0                          # later turns: wrong and confident
+  if model_mel is None:
+    model_mel = np.zeros((b, t, spec.frames_per_turn, spec.n_mels), np.float32)
+  batch = {"model_text": jnp.asarray(targets), "turn_mask": jnp.asarray(turn_mask)[None],
+           "model_mel": jnp.asarray(model_mel)}
+  cond = jnp.ones((b, t, n_audio, 4), jnp.float32)
+  aux = {"load_balance_loss": jnp.float32(2.0), "z_loss": jnp.float32(3.0)}
+  return config, spec, _StandIn(spec, jnp.asarray(logits), cond, aux), batch
+
+
+def test_text_loss_and_accuracy_cover_only_unmasked_turns():
+  config, _, model, batch = _setup([True, True, False])
+  _, m = compute_loss(model, batch, jax.random.key(0), config)
+  want = (math.log(V) + math.log(1 + (V - 1) * math.exp(-2.0))) / 2
+  np.testing.assert_allclose(float(m["text_loss"]), want, rtol=1e-6)
+  assert float(m["text_acc"]) == 0.5
+  # Companion: unmasking the confident wrong turn changes both, so the mask
+  # is what kept it out above.
+  config, _, model, batch = _setup([True, True, True])
+  _, m_all = compute_loss(model, batch, jax.random.key(0), config)
+  np.testing.assert_allclose(float(m_all["text_loss"]), (2 * want + 50.0) / 3,
+                             rtol=1e-5)
+  np.testing.assert_allclose(float(m_all["text_acc"]), 1 / 3, rtol=1e-6)
+
+
+def test_flow_loss_ignores_masked_turns():
+  config, spec, model, batch = _setup([True, True, False])
+  shape = batch["model_mel"].shape
+  _, m = compute_loss(model, batch, jax.random.key(0), config)
+  # Any mel in the masked turn: the same flow loss.
+  mel = np.zeros(shape, np.float32)
+  mel[:, 2] = spec.dmel_max
+  _, m2 = compute_loss(model, dict(batch, model_mel=jnp.asarray(mel)),
+                       jax.random.key(0), config)
+  assert float(m2["flow_loss"]) == float(m["flow_loss"])
+  # A changed mel in an unmasked turn moves it: the loss does see real slots.
+  mel[:, 1] = spec.dmel_max
+  _, m3 = compute_loss(model, dict(batch, model_mel=jnp.asarray(mel)),
+                       jax.random.key(0), config)
+  assert float(m3["flow_loss"]) != float(m["flow_loss"])
+  # With velocity 0 the loss is E[(x1 - x0)^2]: x1 = unit(0 mel) is the
+  # constant (0 - mid) / half-range, x0 standard normal, so about x1^2 + 1.
+  x1 = (0.0 - (spec.dmel_min + spec.dmel_max) / 2) / ((spec.dmel_max - spec.dmel_min) / 2)
+  np.testing.assert_allclose(float(m["flow_loss"]), x1 ** 2 + 1, rtol=0.1)
+
+
+@pytest.mark.parametrize("w_text,w_flow,w_lb,w_z", [(1.0, 1.0, 1e-2, 1e-3),
+                                                     (0.5, 2.0, 0.1, 0.0)])
+def test_total_is_the_weighted_sum(w_text, w_flow, w_lb, w_z):
+  config, _, model, batch = _setup([True, True, False])
+  config.train.text_loss_weight, config.train.flow_loss_weight = w_text, w_flow
+  config.model.moe.load_balance_weight, config.model.moe.z_loss_weight = w_lb, w_z
+  total, m = compute_loss(model, batch, jax.random.key(0), config)
+  want = (w_text * float(m["text_loss"]) + w_flow * float(m["flow_loss"])
+          + w_lb * 2.0 + w_z * 3.0)
+  np.testing.assert_allclose(float(total), want, rtol=1e-6)
+  assert float(m["load_balance_loss"]) == 2.0 and float(m["z_loss"]) == 3.0
