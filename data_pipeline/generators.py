@@ -144,13 +144,19 @@ _NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven",
                  "eight", "nine", "ten", "eleven", "twelve"]
 
 
-def _fdb_input(ep: Episode, until: float | None = None) -> np.ndarray:
-  return ep.user_audio if until is None else ep.user_audio[:int(round(until * SR))]
-
-
 def _transcription(ep: Episode) -> list:
   return [{"speaker": 0, "item": [{"text": w["text"], "timestamp": [w["t_start"], w["t_end"]]}
                                   for p in ep.user_speech for w in p["words"]]}]
+
+
+def _fdb_v1_refs(ep: Episode, task: str, task_json: list, until: float | None = None):
+  """FD-bench v1 files of one sample: input.wav (cut at `until`), <task>.json, the
+  user's word-timed transcription."""
+  name = {"turn_taking": "turn_taking.json", "pause_handling": "pause.json",
+          "user_interruption": "interrupt.json"}[task]
+  audio = ep.user_audio if until is None else ep.user_audio[:int(round(until * SR))]
+  return {"suite": f"fdb_v1/{task}", "files": {
+      "input.wav": audio, name: task_json, "transcription.json": _transcription(ep)}}
 
 
 # ---- conversation families -----------------------------------------------------
@@ -162,11 +168,8 @@ def turn_taking(rng, ctx):
   a = tl.speak("model", q["t_end"] + gap, _pick(rng, _ANSWERS))
   ep = tl.build(a["t_end"] + rng.uniform(0.4, 1.0),
                 {"user_turn_end": q["t_end"], "model_start": a["t_start"]})
-  refs = {"suite": "fdb_v1/turn_taking", "files": {
-      "input.wav": _fdb_input(ep),
-      "turn_taking.json": [{"text": "[TURN-TAKING]", "timestamp": [q["t_end"], a["t_start"]]}],
-      "transcription.json": _transcription(ep)}}
-  return ep, refs
+  return ep, _fdb_v1_refs(ep, "turn_taking", [
+      {"text": "[TURN-TAKING]", "timestamp": [q["t_end"], a["t_start"]]}])
 
 
 def pause_handling(rng, ctx):
@@ -183,11 +186,8 @@ def pause_handling(rng, ctx):
                  "model_start": r["t_start"]})
   # The FDB input stops just after the user's last word: any model speech in
   # the reference output is then a take-over (FDB scores pause TOR over the whole output).
-  refs = {"suite": "fdb_v1/pause_handling", "files": {
-      "input.wav": _fdb_input(ep, b["t_end"] + 0.2),
-      "pause.json": [{"text": "[PAUSE]", "timestamp": [a["t_end"], b["t_start"]]}],
-      "transcription.json": _transcription(ep)}}
-  return ep, refs
+  return ep, _fdb_v1_refs(ep, "pause_handling", [
+      {"text": "[PAUSE]", "timestamp": [a["t_end"], b["t_start"]]}], until=b["t_end"] + 0.2)
 
 
 def user_interruption(rng, ctx):
@@ -209,13 +209,9 @@ def user_interruption(rng, ctx):
   ep = tl.build(r["t_end"] + rng.uniform(0.3, 0.8), {
       "interrupt": [interrupt["t_start"], interrupt["t_end"]], "model_stop": stop,
       "model_response_start": r["t_start"]})
-  refs = {"suite": "fdb_v1/user_interruption", "files": {
-      "input.wav": _fdb_input(ep),
-      "interrupt.json": [{"context": q["text"] + " | " + context_text,
-                          "interrupt": interrupt["text"],
-                          "timestamp": [interrupt["t_start"], interrupt["t_end"]]}],
-      "transcription.json": _transcription(ep)}}
-  return ep, refs
+  return ep, _fdb_v1_refs(ep, "user_interruption", [
+      {"context": q["text"] + " | " + context_text, "interrupt": interrupt["text"],
+       "timestamp": [interrupt["t_start"], interrupt["t_end"]]}])
 
 
 def backchannel(rng, ctx):

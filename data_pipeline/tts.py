@@ -5,7 +5,9 @@ ground truth of several families (CueSpeak cue words, the model's word-timed
 text stream) needs exactly that. The library's synchronous mode hands back
 audio plus WORD events with their sample positions, in-process and without a
 fork per phrase. There is no maintained Python binding of libespeak-ng on PyPI
-that exposes these events, hence this small wrapper.
+that exposes these events, hence this small wrapper. It is the one espeak front
+end: the eval harness's scripted agents speak through it too
+(`eval/agents/speech.py`).
 
 Install: `apt-get install espeak-ng` (Debian/Ubuntu; it pulls libespeak-ng1).
 """
@@ -22,6 +24,8 @@ import zlib
 
 import librosa
 import numpy as np
+
+from data_pipeline import words as words_lib
 
 INSTALL_HINT = ("espeak-ng is not installed (libespeak-ng.so.1 not found). "
                 "Install it with `sudo apt-get install -y espeak-ng` (Debian/"
@@ -193,6 +197,31 @@ def _voiced_bounds(wave: np.ndarray, sr: int, thresh_db: float = -40.0):
   return on[0] * hop, min(len(wave), (on[-1] + 1) * hop)
 
 
+def _word_starts(text: str, events, lo: int, src: int, dur: float):
+  """[(start_seconds, word)] for the words of `text` (data_pipeline.words).
+
+  espeak's WORD events point into the text (1-based character positions) but
+  not one per word: a number gets one event per spoken part ("156" -> three),
+  and its lengths cut contractions and hyphenated words short ("don't" ->
+  "don"). So the words come from the text and each starts at the first event
+  inside it; a word with no event (rare) is placed by interpolating its
+  character offset between its neighbours.
+  """
+  spans = words_lib.split(text)
+  first = {}
+  for pos, _, sample in events:
+    i = next((k for k, (a, b, _) in enumerate(spans) if a <= pos - 1 < b), None)
+    if i is not None and i not in first:
+      first[i] = float(np.clip((sample - lo) / src, 0.0, dur))
+  if not first:
+    return []
+  known = sorted(first)
+  xs = [0] + [spans[i][0] for i in known] + [len(text)]
+  ts = [0.0] + [first[i] for i in known] + [dur]
+  return [(first[i] if i in first else float(np.interp(a, xs, ts)), w)
+          for i, (a, _, w) in enumerate(spans)]
+
+
 def synthesize(text: str, *, voice: str = "en-us", rate: int = 160, pitch: int = 50,
                pitch_range: int = 50, sample_rate: int = 16000,
                level: float = 0.3) -> Speech:
@@ -212,18 +241,10 @@ def synthesize(text: str, *, voice: str = "en-us", rate: int = 160, pitch: int =
   wave = librosa.resample(wave, orig_sr=src, target_sr=sample_rate,
                           res_type="soxr_hq").astype(np.float32)
   wave *= level / (np.abs(wave).max() + 1e-9)
-  raw = text.encode("utf-8")
-  scale = sample_rate / src
   dur = len(wave) / sample_rate
-  starts, words = [], []
-  for pos, length, sample in events:
-    word = raw[pos - 1:pos - 1 + length].decode("utf-8", "replace").strip(" ,.?!;:")
-    if not word:
-      continue
-    starts.append(float(np.clip((sample - lo) * scale / sample_rate, 0.0, dur)))
-    words.append(word)
+  starts = _word_starts(text, events, lo, src, dur)
   out = []
-  for i, (w, t0) in enumerate(zip(words, starts)):
-    t1 = starts[i + 1] if i + 1 < len(starts) else dur
+  for i, (t0, w) in enumerate(starts):
+    t1 = starts[i + 1][0] if i + 1 < len(starts) else dur
     out.append({"text": w, "t_start": round(t0, 4), "t_end": round(max(t0, t1), 4)})
   return Speech(wave=wave, sample_rate=sample_rate, words=out, text=text)

@@ -3,7 +3,7 @@
 An event is `{"t_start", "t_end", "text", "stream"}` in seconds on the sample's
 clock. Agents may emit one event per word or per phrase; scorers that need
 words split phrases and spread the phrase's time over its words in proportion
-to their length (the same rule the TTS placeholder uses).
+to their length (`data_pipeline.words`, the rule the TTS placeholder uses too).
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import dataclasses
 import json
 import math
 import os
+
+from data_pipeline import words as words_lib
 
 # The stream whose events are the model's spoken words; other streams (e.g.
 # 'control' for <delegate>) are kept in events.jsonl but never scored.
@@ -55,19 +57,24 @@ def write_events(path: str, events) -> None:
   os.replace(tmp, path)
 
 
+def jsonl_lines(path: str):
+  """(line number, line) for every non-blank line of a JSON-lines file."""
+  with open(path) as f:
+    for lineno, line in enumerate(f, 1):
+      if line.strip():
+        yield lineno, line
+
+
 def read_events(path: str) -> list[TextEvent]:
   """Reads events.jsonl; raises ValueError naming the file and line on bad rows."""
   if not os.path.exists(path):
     raise ValueError(f"events file not found: {path}")
   events = []
-  with open(path) as f:
-    for lineno, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        events.append(TextEvent.from_json(json.loads(line)))
-      except (json.JSONDecodeError, ValueError) as e:
-        raise ValueError(f"{path}:{lineno}: {e}") from None
+  for lineno, line in jsonl_lines(path):
+    try:
+      events.append(TextEvent.from_json(json.loads(line)))
+    except (json.JSONDecodeError, ValueError) as e:
+      raise ValueError(f"{path}:{lineno}: {e}") from None
   return events
 
 
@@ -84,16 +91,8 @@ def split_words(events, stream: str = SPOKEN) -> list[Word]:
   for e in events:
     if e.stream != stream:
       continue
-    parts = e.text.split()
-    if not parts:
-      continue
-    weights = [len(p) + 1 for p in parts]
-    total = sum(weights)
-    t = e.t_start
-    for p, w in zip(parts, weights):
-      dt = (e.t_end - e.t_start) * w / total
-      words.append(Word(t, t + dt, p))
-      t += dt
+    parts = [w for _, _, w in words_lib.split(e.text)]
+    words.extend(Word(t0, t1, w) for t0, t1, w in words_lib.spread(parts, e.t_start, e.t_end))
   words.sort(key=lambda w: w.t_start)
   return words
 

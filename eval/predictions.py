@@ -15,7 +15,7 @@ import dataclasses
 import json
 import os
 
-from eval.events import SPOKEN, TextEvent, read_events, split_words
+from eval.events import SPOKEN, TextEvent, jsonl_lines, read_events, split_words
 
 
 @dataclasses.dataclass
@@ -89,21 +89,18 @@ def read_pred_jsonl(path: str) -> tuple[dict, list]:
   """ProactiveVideoQA pred.jsonl -> ({question_id: Prediction}, [row errors])."""
   preds: dict[str, Prediction] = {}
   errors = []
-  with open(path) as f:
-    for lineno, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        row = json.loads(line)
-        qid = str(row["question_id"])
-        t = float(row["video_span"][1])
-      except (json.JSONDecodeError, KeyError, TypeError, IndexError, ValueError) as e:
-        errors.append(f"{os.path.basename(path)} line {lineno}: bad row ({e})")
-        continue
-      p = preds.setdefault(qid, Prediction([], source="pred.jsonl"))
-      answerable = str(row.get("answerable", "")).lower() == "yes"
-      if answerable and row.get("model_response"):
-        p.events.append(TextEvent(t, t, str(row["model_response"]), SPOKEN))
+  for lineno, line in jsonl_lines(path):
+    try:
+      row = json.loads(line)
+      qid = str(row["question_id"])
+      t = float(row["video_span"][1])
+    except (json.JSONDecodeError, KeyError, TypeError, IndexError, ValueError) as e:
+      errors.append(f"{os.path.basename(path)} line {lineno}: bad row ({e})")
+      continue
+    p = preds.setdefault(qid, Prediction([], source="pred.jsonl"))
+    answerable = str(row.get("answerable", "")).lower() == "yes"
+    if answerable and row.get("model_response"):
+      p.events.append(TextEvent(t, t, str(row["model_response"]), SPOKEN))
   return preds, errors
 
 

@@ -1,68 +1,59 @@
 """Speech output for the scripted agents: TTS and a timeline player.
 
-TTS: espeak-ng (Debian package `espeak-ng`) when it is on PATH, otherwise a
-speech-like placeholder (a harmonic buzz with syllable-rate amplitude
-modulation) of a plausible length, so audio-based metrics still see speech.
-espeak-ng gives no word timings here, so the words share the utterance's span
-in proportion to their length; the text events carry those timings.
+TTS: espeak-ng through `data_pipeline.tts` (the generators' front end, with
+espeak's own word timings) when libespeak-ng is installed, otherwise a
+speech-like placeholder (`data_pipeline.synthetic.babble`, the training
+stand-in voice) of a plausible length, so audio-based metrics still see speech;
+the placeholder's words share its span in proportion to their length
+(`data_pipeline.words.spread`). The text events carry those timings.
 """
 
 from __future__ import annotations
 
 import functools
-import io
-import shutil
-import subprocess
+import zlib
 
 import numpy as np
-import soundfile
 
-from interaction import audio_io
+from data_pipeline import synthetic
+from data_pipeline import tts as tts_lib
+from data_pipeline import words as words_lib
 from eval.agents.base import SAMPLE_RATE
 from eval.events import SPOKEN, TextEvent
 
 _WORD_SECONDS_PER_CHAR = 0.065  # placeholder speaking rate (~170 wpm)
+# The agents' voice: one fixed voice, a little faster than the generators'
+# default, peak at 0.6 (these settings predate the move to libespeak).
+_VOICE = {"voice": "en-us", "rate": 175}
+_LEVEL = 0.6
 
 
 def espeak_available() -> bool:
-  return shutil.which("espeak-ng") is not None
-
-
-def _word_spans(words: list[str], duration: float) -> list[tuple[float, float, str]]:
-  weights = [len(w) + 1 for w in words]
-  total = sum(weights)
-  spans, t = [], 0.0
-  for w, k in zip(words, weights):
-    dt = duration * k / total
-    spans.append((t, t + dt, w))
-    t += dt
-  return spans
+  try:
+    tts_lib.check_available()
+  except tts_lib.EspeakNotFound:
+    return False
+  return True
 
 
 def _placeholder(words: list[str]) -> np.ndarray:
-  n = int(SAMPLE_RATE * _WORD_SECONDS_PER_CHAR * sum(len(w) + 1 for w in words))
-  t = np.arange(n) / SAMPLE_RATE
-  f0 = 140.0
-  buzz = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 12))
-  envelope = 0.55 + 0.45 * np.sin(2 * np.pi * 4.0 * t)  # ~4 syllables per second
-  x = buzz * envelope
-  return (0.3 * x / (np.abs(x).max() + 1e-9)).astype(np.float32)
+  """Buzz-speech of the words' plausible length, the same for the same words."""
+  seconds = _WORD_SECONDS_PER_CHAR * sum(len(w) + 1 for w in words)
+  rng = np.random.default_rng(zlib.crc32(" ".join(words).encode()))
+  # babble peaks at 0.1 (training-data level); the agents speak up, at 0.3.
+  return 3.0 * synthetic.babble(seconds, rng, SAMPLE_RATE)
 
 
 @functools.lru_cache(maxsize=512)
-def _espeak(text: str) -> np.ndarray | None:
+def _espeak(text: str):
+  """(audio, [(t0, t1, word)]) from espeak, or None when it says nothing."""
   try:
-    res = subprocess.run(["espeak-ng", "-v", "en-us", "-s", "175", "--stdout", text],
-                         capture_output=True, timeout=30, check=True)
-    data, sr = soundfile.read(io.BytesIO(res.stdout), dtype="float32", always_2d=True)
-  except (OSError, subprocess.SubprocessError, RuntimeError):
+    speech = tts_lib.synthesize(text, sample_rate=SAMPLE_RATE, level=_LEVEL, **_VOICE)
+  except (RuntimeError, ValueError):  # no audio (punctuation only, ...): placeholder
     return None
-  x = audio_io.resample(data.mean(axis=1), sr)
-  voiced = np.nonzero(np.abs(x) > 1e-3)[0]
-  if len(voiced) == 0:
-    return None
-  x = x[voiced[0]:voiced[-1] + 1]
-  return (0.6 * x / (np.abs(x).max() + 1e-9)).astype(np.float32)
+  spans = [(w["t_start"], w["t_end"], w["text"]) for w in speech.words]
+  speech.wave.setflags(write=False)  # cached: shared by every utterance of `text`
+  return (speech.wave, spans) if spans else None
 
 
 class TTS:
@@ -72,20 +63,21 @@ class TTS:
     if backend not in ("auto", "espeak", "placeholder"):
       raise ValueError(f"tts backend must be auto|espeak|placeholder, got {backend!r}")
     if backend == "espeak" and not espeak_available():
-      raise ValueError("tts backend 'espeak' requested but espeak-ng is not on PATH "
-                       "(apt-get install espeak-ng)")
-    self.backend = "espeak" if backend == "auto" and espeak_available() else backend
-    if self.backend == "auto":
-      self.backend = "placeholder"
+      raise ValueError("tts backend 'espeak' requested but libespeak-ng is not "
+                       "installed (apt-get install espeak-ng)")
+    if backend == "auto":
+      backend = "espeak" if espeak_available() else "placeholder"
+    self.backend = backend
 
   def synthesize(self, text: str):
-    words = text.split()
+    words = [w for _, _, w in words_lib.split(text)]
     if not words:
       return np.zeros(0, np.float32), []
-    audio = _espeak(text) if self.backend == "espeak" else None
-    if audio is None:
+    out = _espeak(text) if self.backend == "espeak" else None
+    if out is None:
       audio = _placeholder(words)
-    return audio, _word_spans(words, len(audio) / SAMPLE_RATE)
+      out = audio, words_lib.spread(words, 0.0, len(audio) / SAMPLE_RATE)
+    return out
 
 
 class SpeechPlayer:
