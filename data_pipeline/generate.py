@@ -1,18 +1,16 @@
-r"""Writes synthetic episodes (and, for held-out data, evaluation references).
+"""Writes synthetic episodes (and, for held-out data, evaluation references).
 
-  python -m data_pipeline.generate --family=all --num=12 --out=/tmp/data \
-      [--split=train|heldout] [--seed=0] [--workers=2] [--eval_refs]
-
---num is per family. Output:
+The library behind `python -m experiments.generate`. `generate(families, num,
+out)` writes `num` episodes per family:
   OUT/episodes/<family>/<id>/{episode.json,user.wav,model.wav[,video.npz]}
   OUT/episodes/manifest.json
-and with --split=heldout (or --eval_refs) the benchmark-format references:
+and with split='heldout' (or eval_refs=True) the benchmark-format references:
   OUT/fdb_v1/{turn_taking,pause_handling,user_interruption}/<id>/...
   OUT/fdb_v1_5/user_backchannel/<id>/...
   OUT/timespeak/<id>/, OUT/cuespeak/<id>/
   OUT/repcount/{test.csv,videos/<id>.npz}, OUT/charades/{charades_sta_test.txt,videos/<id>.npz}
 each suite with a manifest.json. Sample i of a family is a pure function of
-(seed, split, family, i), so runs with any --workers are identical.
+(seed, split, family, i), so runs with any number of workers are identical.
 """
 
 from __future__ import annotations
@@ -22,38 +20,15 @@ import json
 import multiprocessing
 import os
 import pathlib
-import sys
 import zlib
 
 import numpy as np
-from absl import app, flags
 
 from data_pipeline import episode as episode_lib
 from interaction import audio_io
 from data_pipeline import generators
 from data_pipeline import tts
 
-
-def _define_flags() -> dict:
-  """The command line's flags. Defined only when run as a program, so that the
-  trainer and other libraries can import `generate` without registering
-  --out, --seed, ... in their own absl flag namespace."""
-  return {
-      "family": flags.DEFINE_string("family", "all", "Comma list of families, or "
-                                    "'all': " + ",".join(generators.FAMILIES)),
-      "num": flags.DEFINE_integer("num", 10, "Episodes per family."),
-      "out": flags.DEFINE_string("out", None, "Output directory."),
-      "split": flags.DEFINE_enum("split", "train", ["train", "heldout"],
-                                 "Voice set and seed stream; heldout also writes "
-                                 "eval references."),
-      "seed": flags.DEFINE_integer("seed", 0, "Base seed."),
-      "workers": flags.DEFINE_integer("workers", 0, "Processes (0 = one per core)."),
-      "eval_refs": flags.DEFINE_bool("eval_refs", False,
-                                     "Write eval references for --split=train too."),
-  }
-
-
-_FLAGS: dict = {}
 
 SPLIT_CODE = {"train": 1, "heldout": 2}
 
@@ -105,13 +80,14 @@ def _job(args):
   return family, ep.id, round(ep.duration, 3), merged
 
 
-def _families(spec: str) -> list[str]:
+def parse_families(spec: str) -> list[str]:
+  """'all' or a comma list of family names -> the list (unknown names raise)."""
   if spec.strip() == "all":
     return list(generators.FAMILIES)
   names = [f.strip() for f in spec.split(",") if f.strip()]
   unknown = [f for f in names if f not in generators.FAMILIES]
   if unknown or not names:
-    raise ValueError(f"--family: unknown {unknown or spec!r}; choose from "
+    raise ValueError(f"family: unknown {unknown or spec!r}; choose from "
                      f"{', '.join(generators.FAMILIES)} or 'all'")
   return names
 
@@ -122,7 +98,7 @@ def generate(families, num: int, out, *, split: str = "train", seed: int = 0,
   from tqdm import tqdm
   tts.check_available()  # fail fast, with the install command, before forking
   if num < 1:
-    raise ValueError(f"--num: {num} must be >= 1")
+    raise ValueError(f"num: {num} must be >= 1")
   out = pathlib.Path(out)
   with_refs = (split == "heldout") if eval_refs is None else (eval_refs or split == "heldout")
   jobs = [(f, split, seed, i, str(out), with_refs) for f in families for i in range(num)]
@@ -180,26 +156,3 @@ def _write_suites(out: pathlib.Path, results, split: str, seed: int) -> None:
         {"ids": s["ids"], "family": s["family"], "seed": seed, "voice_set": split},
         indent=1))
 
-
-def main(argv):
-  del argv
-  f = {k: v.value for k, v in _FLAGS.items()}
-  if not f["out"]:
-    raise app.UsageError("--out is required")
-  try:
-    families = _families(f["family"])
-    summary = generate(families, f["num"], f["out"], split=f["split"],
-                       seed=f["seed"], workers=f["workers"],
-                       eval_refs=f["eval_refs"] or None)
-  except tts.EspeakNotFound as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
-  except ValueError as e:
-    raise app.UsageError(str(e))
-  n = sum(len(v) for v in summary["families"].values())
-  print(f"wrote {n} episodes ({summary['total_seconds']} s of audio) to {f['out']}")
-
-
-if __name__ == "__main__":
-  _FLAGS.update(_define_flags())
-  app.run(main)

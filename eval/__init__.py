@@ -6,12 +6,15 @@ Layout of the package (one job per module):
   events.py     text events (`events.jsonl`), words and utterances
   samples.py    the `Sample` every loader produces
   loaders.py    the benchmarks' published formats and our synthetic suites
-  replay.py     the replay harness (`python -m eval.replay`)
+  replay.py     the replay harness
   predictions.py  reading replay folders and the benchmarks' prediction files
   scoring/      one scorer per benchmark, following the published code
   judges.py     offline rule-based judge and the LLM adapter slot
   asr.py        the ASR-aligner slot for audio-only agents
   vad.py        voice activity segments (webrtcvad) for the audio-based metrics
-  score.py      `python -m eval.score`
-  report.py, run.py  side-by-side reports (`python -m eval.run`)
+  score.py      scoring one benchmark's predictions
+  report.py, run.py  a suite into several agents, side-by-side reports
+
+The command lines live in experiments/ (evaluate, replay, score); this package
+takes plain arguments.
 """

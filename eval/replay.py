@@ -12,13 +12,12 @@ Clock: simulated (default; deterministic, as fast as the agent runs) or
 `pace="wall"` (each step waits for its 200 ms of wall time, like a live
 microphone; steps that overrun are counted).
 
-  python -m eval.replay --agent=vad_cascade --benchmark=timespeak \
-      --data=SUITE/timespeak --out=runs/cascade/timespeak
+The command lines are `python -m experiments.replay` (one benchmark) and
+`python -m experiments.evaluate` (a suite, several agents, scored).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -30,8 +29,7 @@ import numpy as np
 import tqdm
 
 from interaction import audio_io
-from eval import loaders, timeline
-from eval.agents import AGENTS, make_agent
+from eval import timeline
 from eval.agents.base import (CHUNK_SAMPLES, CHUNK_SECONDS, OUTPUT_LAG_CHUNKS, InputChunk,
                               OutputChunk)
 from eval.events import TextEvent, write_events
@@ -110,6 +108,20 @@ def replay_sample(agent, sample, cfg: ReplayConfig):
   return out[:n], events, stats
 
 
+def replay_to_dir(agent, sample, out_dir: str, cfg: ReplayConfig) -> dict:
+  """Runs one sample and writes output.wav, events.jsonl (and timeline.png) into
+  `out_dir` itself; returns the stats. Raises ValueError on bad media or agent output."""
+  audio, events, stats = replay_sample(agent, sample, cfg)
+  os.makedirs(out_dir, exist_ok=True)
+  audio_io.write_wav(os.path.join(out_dir, "output.wav"), audio)
+  write_events(os.path.join(out_dir, "events.jsonl"), events)
+  if cfg.timeline:
+    timeline.draw(os.path.join(out_dir, "timeline.png"), sample.load_audio(), audio, events,
+                  title=f"{agent.name}: {sample.benchmark} {sample.key}",
+                  windows=timeline.reference_windows(sample))
+  return {**stats, "events": len(events)}
+
+
 def replay(agent, samples, out_dir: str, cfg: ReplayConfig | None = None, load_errors=()):
   """Replays every sample; returns a summary dict (done / skipped / errors)."""
   cfg = cfg or ReplayConfig()
@@ -131,22 +143,16 @@ def replay(agent, samples, out_dir: str, cfg: ReplayConfig | None = None, load_e
             continue
       except (json.JSONDecodeError, OSError):
         pass  # a broken meta.json: redo the sample
-    os.makedirs(d, exist_ok=True)
     meta = {"key": sample.key, "benchmark": sample.benchmark, "agent": agent.describe(),
             "clock": cfg.pace, "lag_chunks": cfg.lag_chunks}
     try:
-      audio, events, stats = replay_sample(agent, sample, cfg)
-      audio_io.write_wav(os.path.join(d, "output.wav"), audio)
-      write_events(os.path.join(d, "events.jsonl"), events)
-      if cfg.timeline:
-        timeline.draw(os.path.join(d, "timeline.png"), sample.load_audio(), audio, events,
-                      title=f"{agent.name}: {sample.benchmark} {sample.key}",
-                      windows=timeline.reference_windows(sample))
+      stats = replay_to_dir(agent, sample, d, cfg)
       meta.update(status="done", **stats)
       summary["done"] += 1
       summary["audio_s"] += stats["audio_s"]
       summary["wall_s"] += stats["wall_s"]
     except ValueError as e:
+      os.makedirs(d, exist_ok=True)
       meta.update(status="error", error=str(e))
       summary["errors"].append({"key": sample.key, "benchmark": sample.benchmark,
                                 "error": str(e)})
@@ -156,58 +162,3 @@ def replay(agent, samples, out_dir: str, cfg: ReplayConfig | None = None, load_e
     os.replace(tmp, meta_path)
   return summary
 
-
-def _parse(argv):
-  p = argparse.ArgumentParser(prog="python -m eval.replay", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--agent", required=True, choices=AGENTS)
-  p.add_argument("--benchmark", required=True, choices=sorted(loaders.LOADERS))
-  p.add_argument("--data", required=True, help="the benchmark's folder")
-  p.add_argument("--out", required=True)
-  p.add_argument("--pace", default="simulated", choices=("simulated", "wall"))
-  p.add_argument("--lag_chunks", type=int, default=OUTPUT_LAG_CHUNKS)
-  p.add_argument("--no_timeline", action="store_true")
-  p.add_argument("--no_resume", action="store_true")
-  p.add_argument("--recorded_dir", default=None, help="for --agent=recorded")
-  p.add_argument("--checkpoint", default=None, help="for --agent=model: training workdir")
-  p.add_argument("--end_silence_s", type=float, default=0.6, help="vad_cascade")
-  p.add_argument("--response_delay_s", type=float, default=0.0, help="vad_cascade")
-  p.add_argument("--tts", default="auto", choices=("auto", "espeak", "placeholder"))
-  return p.parse_args(argv)
-
-
-def agent_from_args(name, args):
-  if name == "recorded":
-    return make_agent(name, recorded_dir=args.recorded_dir)
-  if name == "vad_cascade":
-    return make_agent(name, end_silence_s=args.end_silence_s,
-                      response_delay_s=args.response_delay_s, tts_backend=args.tts)
-  if name == "oracle":
-    return make_agent(name, tts_backend=args.tts)
-  if name == "model":
-    if not getattr(args, "checkpoint", None):
-      raise ValueError("--agent=model needs --checkpoint=WORKDIR (a training run)")
-    return make_agent(name, checkpoint=args.checkpoint)
-  return make_agent(name)
-
-
-def main(argv=None):
-  args = _parse(sys.argv[1:] if argv is None else argv)
-  try:
-    agent = agent_from_args(args.agent, args)
-    loaded = loaders.load(args.benchmark, args.data)
-  except ValueError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  cfg = ReplayConfig(pace=args.pace, lag_chunks=args.lag_chunks,
-                     timeline=not args.no_timeline, resume=not args.no_resume)
-  summary = replay(agent, loaded.samples, args.out, cfg, loaded.errors)
-  with open(os.path.join(args.out, "replay_summary.json"), "w") as f:
-    json.dump(summary, f, indent=1)
-  print(json.dumps({k: summary[k] for k in ("done", "skipped")} |
-                   {"errors": len(summary["errors"])}))
-  return 0
-
-
-if __name__ == "__main__":
-  sys.exit(main())

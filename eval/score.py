@@ -1,23 +1,14 @@
-"""Score predictions against a benchmark's references; prints one JSON object.
+"""Score predictions against a benchmark's references (`python -m experiments.score`).
 
-  python -m eval.score --benchmark=charades --references=SUITE/charades \
-      --predictions=runs/oracle/charades
-  python -m eval.score --benchmark=proactive_videoqa --references=PVQA \
-      --predictions=pred.jsonl --omega=0.5
-
-The keys are the metric names as the benchmarks write them (`TOR`,
-`latency_s`, `JSD`, `PAUC@0.5`, `OBO`, `MAE`, `mIoU`, `R1@0.5`, `accuracy`;
-FD-bench metrics are prefixed by their task, e.g. `turn_taking/TOR`), plus
-`judge`, `n_errors` and `errors` (one entry per sample that could not be
-scored: never a silent zero).
+Metric keys are the names the benchmarks write (`TOR`, `latency_s`, `JSD`,
+`PAUC@0.5`, `OBO`, `MAE`, `mIoU`, `R1@0.5`, `accuracy`; FD-bench metrics are
+prefixed by their task, e.g. `turn_taking/TOR`). `errors` has one entry per
+sample that could not be scored: never a silent zero.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import sys
 
 from eval import loaders, predictions as pred_lib
 from eval.judges import make_judge
@@ -68,33 +59,3 @@ def score_benchmark(benchmark, references, predictions, *, judge=None, omega=Non
                        "error": "prediction for an unknown sample id"} for k in unknown])
   return result
 
-
-def main(argv=None):
-  p = argparse.ArgumentParser(prog="python -m eval.score", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--benchmark", required=True, choices=sorted(SCORERS))
-  p.add_argument("--references", required=True)
-  p.add_argument("--predictions", required=True)
-  p.add_argument("--omega", type=float, default=None)
-  p.add_argument("--judge", default="rule")
-  p.add_argument("--vad", default="webrtc", choices=("webrtc", "words"))
-  p.add_argument("--strict", action="store_true", help="Charades: IoU > m instead of >=")
-  p.add_argument("--details", default=None, help="also write per-sample JSON here")
-  args = p.parse_args(sys.argv[1:] if argv is None else argv)
-  try:
-    result = score_benchmark(args.benchmark, args.references, args.predictions,
-                             judge=make_judge(args.judge), omega=args.omega, vad=args.vad,
-                             strict=args.strict)
-  except ValueError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  if args.details:
-    with open(args.details, "w") as f:
-      json.dump(result.to_json(), f, indent=1)
-  print(json.dumps({**result.metrics, "judge": result.judge,
-                    "n_errors": len(result.errors), "errors": result.errors}))
-  return 0
-
-
-if __name__ == "__main__":
-  sys.exit(main())

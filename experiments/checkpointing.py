@@ -37,7 +37,7 @@ def _flatten(d, prefix=""):
 
 # Fields that may change across a resume without changing any parameter shape.
 _RUNTIME_FIELDS = ("model.kernels.", "model.moe.impl", "model.moe.auto_threshold",
-                   "model.flow.num_steps", "model.dtype")
+                   "model.moe.gemv_kernel", "model.flow.num_steps", "model.dtype")
 
 
 def check_structure(saved: dict, current: dict):

@@ -3,7 +3,8 @@ r"""Train an interaction model: `python -m experiments.main --config=FILE --work
 Every config field can be overridden: `--config.train.steps=10`. Configs are
 locked, so an unknown key stops the run before any work starts. The workdir
 is the run's identity: rerunning the same command resumes from its last
-checkpoint. See WORKSPACE.md.
+checkpoint. Quiet by default (progress bar, warnings, the summary); `-v` shows
+the libraries' INFO logs. See WORKSPACE.md.
 """
 
 import json
@@ -41,10 +42,6 @@ def _summary(workdir: str) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not flags.FLAGS["verbosity"].present:
-    # Orbax and grain log every checkpoint step at INFO; keep the console to
-    # the progress bar and warnings unless -v/--verbosity asks for more.
-    logging.set_verbosity(logging.WARNING)
   distributed.maybe_initialize()
   config = _CONFIG.value
   logging.info("config:\n%s", config)

@@ -26,9 +26,10 @@ def parameter_counts(config) -> dict:
                 if m.ffn == "moe" else 0)
   inactive = 0
   if moe_layers:
+    from moe.config import MoEConfig
     from moe.layer import expert_param_count
     inactive = (moe_layers * (m.moe.num_experts - m.moe.top_k)
-                * expert_param_count(m.d_model, m.moe))
+                * expert_param_count(m.d_model, MoEConfig.from_config(m.moe)))
   return {"total": total, "active": total - inactive, "moe_layers": moe_layers}
 
 

@@ -44,6 +44,22 @@ def make_optimizer(config) -> optax.GradientTransformation:
       optax.adamw(schedule, b1=tc.b1, b2=tc.b2, weight_decay=tc.weight_decay))
 
 
+def _over_base_config(saved: dict) -> dict:
+  """A saved config.json laid over today's base config.
+
+  Fields added to the code since the run was saved (a new kernel switch, say)
+  take their defaults, so an older workdir still loads; the saved values win.
+  """
+  from experiments.configs import common
+
+  def merge(base, over):
+    out = dict(base)
+    for k, v in over.items():
+      out[k] = merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return out
+  return merge(common.base_config().to_dict(), saved)
+
+
 def load_trained(workdir: str, step: int | None = None):
   """(config, params) of a training run's checkpoint (latest step by default)."""
   import ml_collections
@@ -51,7 +67,7 @@ def load_trained(workdir: str, step: int | None = None):
   if not os.path.exists(path):
     raise FileNotFoundError(f"{workdir}: no config.json; is this a training workdir?")
   with open(path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+    config = ml_collections.ConfigDict(_over_base_config(json.load(f)))
   ckpt = checkpointing.Checkpointer(workdir)
   if ckpt.latest_step() is None:
     raise FileNotFoundError(f"{workdir}: no checkpoint in {ckpt.directory}")
@@ -144,11 +160,10 @@ def _prepare_episodes(config, workdir: str, is_main: bool):
   if not os.path.exists(os.path.join(path, "episodes", "manifest.json")):
     if jax.process_count() > 1:
       raise ValueError("data.path: multi-process runs need pre-generated episodes "
-                       "(python -m data_pipeline.generate --out=DIR)")
+                       "(python -m experiments.generate --out=DIR)")
     if is_main:
       from data_pipeline import generate
-      families = (generate._families(d.families) if d.families  # pylint: disable=protected-access
-                  else generate._families("all"))  # pylint: disable=protected-access
+      families = generate.parse_families(d.families or "all")
       logging.info("Generating %d episodes per family into %s", d.generate_per_family, path)
       generate.generate(families, int(d.generate_per_family), path, split="train",
                         seed=int(d.seed))
@@ -169,9 +184,6 @@ def train_and_evaluate(config, workdir: str, *, data_iter=None,
   validate_config(config)
   os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
-  if is_main:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
 
   if data_iter is None:
     _prepare_episodes(config, workdir, is_main)
@@ -188,6 +200,9 @@ def train_and_evaluate(config, workdir: str, *, data_iter=None,
   else:
     state = create_train_state(config)
     logging.info("Starting from scratch in %s", workdir)
+  if is_main:  # only once the workdir's checkpoint accepted this config
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
 
   train_step = make_train_step(config)
   writer = MetricWriter(workdir, enabled=is_main)

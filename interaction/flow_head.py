@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from interaction.config import FlowConfig
 from interaction.layers import Dense, RMSNorm, silu, sinusoid
 from pallas_kernels import numerics as nm
 
@@ -43,8 +44,8 @@ class ResBlock(nnx.Module):
 
 class FlowHead(nnx.Module):
 
-  def __init__(self, d_model: int, d_out: int, cfg, *, numerics: nm.Numerics,
-               rngs: nnx.Rngs, param_dtype=jnp.float32):
+  def __init__(self, d_model: int, d_out: int, cfg: FlowConfig, *,
+               numerics: nm.Numerics, rngs: nnx.Rngs, param_dtype=jnp.float32):
     w = int(cfg.width)
     self.d_out = d_out
     self.time_dim = min(256, w)
@@ -67,7 +68,10 @@ class FlowHead(nnx.Module):
 
   def __call__(self, x_t, t, h):
     """Velocity v(x_t, t | h). x_t [..., d_out], t [...], h [..., d_model]."""
-    temb = sinusoid(t * 1000.0, self.time_dim, 1.0, 10000.0).astype(x_t.dtype)
+    # t in [0, 1] scaled by 1000 (MAR) inside sinusoid, in its host-side
+    # frequencies: a `t * 1000.0` here was folded by shape (issue 12).
+    temb = sinusoid(t, self.time_dim, 1.0, 10000.0, scale=1000.0).astype(
+        x_t.dtype)
     cond = self.cond(h) + self.t2(silu(self.t1(temb)))
     x = self.inp(x_t)
     for block in self.blocks:

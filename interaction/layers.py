@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from pallas_kernels import numerics as nm
@@ -69,23 +70,62 @@ class RMSNorm(nnx.Module):
     return nm.rms_norm(x, scale, self.eps, self.numerics)
 
 
-def sinusoid(values, dim: int, min_period: float, max_period: float):
-  """[...] f32 values -> [..., dim] sin/cos features with geometric periods."""
+def _fence(x):
+  """Keeps XLA from folding x's producers into what follows (or from
+  constant-folding through it): see `sinusoid`."""
+  return jax.lax.optimization_barrier(x)
+
+
+def geometric_freqs(half: int, min_period: float, max_period: float,
+                    scale: float = 1.0) -> np.ndarray:
+  """f32 [half] angular frequencies scale * 2 pi / period, periods geometric
+  from min_period to max_period. Computed on the host in float64 and rounded
+  once, so every graph embeds the same literal (XLA would otherwise fold the
+  constant chain into a neighbouring multiply in some shapes only)."""
+  periods = min_period * (max_period / min_period) ** (
+      np.arange(half, dtype=np.float64) / max(half - 1, 1))
+  return (scale * 2 * np.pi / periods).astype(np.float32)
+
+
+def sinusoid(values, dim: int, min_period: float, max_period: float,
+             scale: float = 1.0):
+  """[...] f32 values * scale -> [..., dim] sin/cos features, geometric periods.
+
+  Pass a scale here rather than multiplying the values first: the angle is
+  then one f32 multiply of the fenced values by a host-computed frequency.
+  Issue 12: with `sinusoid(t * 1000.0, ...)` XLA folded 1000 * 2 pi into one
+  constant only when the batch dim was 1 (it became a scalar), which changed
+  the rounding, so a session alone and in a batch got different flow-head
+  bits. The fence also keeps sin/cos from being constant-folded (with the
+  host's libm) in a graph where the values are constants (the training
+  forward's slot times) but not in one where they are traced (a session).
+  """
   if dim % 2:
     raise ValueError(f"sinusoid: dim must be even, got {dim}")
-  half = dim // 2
-  periods = min_period * (max_period / min_period) ** (
-      jnp.arange(half, dtype=jnp.float32) / max(half - 1, 1))
-  angles = values[..., None].astype(jnp.float32) * (2 * jnp.pi / periods)
+  freqs = geometric_freqs(dim // 2, min_period, max_period, scale)
+  angles = _fence(jnp.asarray(values, jnp.float32))[..., None] * freqs
   return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
 
 
+def rope_freqs(head_dim: int, theta: float) -> np.ndarray:
+  """f32 [head_dim // 2] RoPE inverse frequencies theta^(-2i/d), host-computed
+  in float64 (one literal in every graph, see `geometric_freqs`)."""
+  half = head_dim // 2
+  return (1.0 / theta ** (np.arange(half, dtype=np.float64) * 2.0 / head_dim)
+          ).astype(np.float32)
+
+
 def rope(x, positions, theta: float):
-  """Rotary embedding on x [B, S, H, D] at integer positions [B, S]."""
+  """Rotary embedding on x [B, S, H, D] at integer positions [B, S].
+
+  The positions are fenced for the reason in `sinusoid`: the training
+  forward's positions are constants, a session's are traced, and both must
+  compute the angles and their sin/cos with the same code.
+  """
   d = x.shape[-1]
   half = d // 2
-  inv_freq = 1.0 / (theta ** (jnp.arange(half, dtype=jnp.float32) * 2.0 / d))
-  angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, S, half]
+  angles = _fence(positions.astype(jnp.float32))[..., None] * rope_freqs(
+      d, theta)                                             # [B, S, half]
   sin = jnp.sin(angles)[:, :, None, :]
   cos = jnp.cos(angles)[:, :, None, :]
   xf = x.astype(jnp.float32)

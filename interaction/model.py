@@ -9,52 +9,44 @@ invariant kernels they agree bit for bit.
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from interaction import layout as lo
+from interaction.config import ModelConfig
 from interaction.embedders import DMelEmbed, HMLPStem, SlotEmbedding
 from interaction.flow_head import FlowHead
 from interaction.layers import Dense, RMSNorm
 from interaction.layout import LayoutSpec, Stream
 from interaction.transformer import Block
-from pallas_kernels import numerics as nm
 
 
 def validate_config(config) -> LayoutSpec:
-  """Checks structure-defining fields before any work starts; returns the layout."""
+  """Checks the model and layout sections before any work starts (the typed
+  constructors hold the checks); returns the layout."""
   spec = LayoutSpec.from_config(config.layout)
-  m = config.model
-  for name in ("d_model", "num_layers", "num_heads", "num_kv_heads", "head_dim",
-               "d_ff", "vocab_size", "time_embed_dim"):
-    if int(m[name]) <= 0:
-      raise ValueError(f"model.{name}: must be positive, got {m[name]}")
-  if m.ffn not in ("swiglu", "moe"):
-    raise ValueError(f"model.ffn: {m.ffn!r} is not 'swiglu' or 'moe'")
-  if m.time_embed_dim % 2:
-    raise ValueError(f"model.time_embed_dim: must be even, got {m.time_embed_dim}")
-  if m.head_dim % 2:
-    raise ValueError(f"model.head_dim: must be even for RoPE, got {m.head_dim}")
-  from interaction.tokenizer import TOKENIZER
-  if m.vocab_size < TOKENIZER.vocab_size:
-    raise ValueError(f"model.vocab_size: {m.vocab_size} is smaller than the "
-                     f"tokenizer's {TOKENIZER.vocab_size}")
-  if m.ffn == "moe":
-    if not 0 < m.moe.top_k <= m.moe.num_experts:
-      raise ValueError(f"model.moe.top_k: {m.moe.top_k} must be in "
-                       f"[1, model.moe.num_experts={m.moe.num_experts}]")
-  nm.Numerics.from_config(m.kernels)  # raises on bad kernel fields
+  ModelConfig.from_config(config.model)
   return spec
 
 
 class InteractionModel(nnx.Module):
 
-  def __init__(self, config, *, rngs: nnx.Rngs):
-    spec = validate_config(config)
-    cfg = config.model
+  def __init__(self, config, spec: LayoutSpec | None = None, *, rngs: nnx.Rngs):
+    """config: a ModelConfig with its `spec`, or the whole ConfigDict (its
+    model and layout sections are converted here, once)."""
+    if isinstance(config, ModelConfig):
+      if spec is None:
+        raise ValueError("InteractionModel: a ModelConfig needs its LayoutSpec "
+                         "(spec=LayoutSpec.from_config(config.layout))")
+      cfg = config
+    else:
+      if spec is not None:
+        raise ValueError("InteractionModel: pass spec only with a ModelConfig; "
+                         "a ConfigDict carries its own layout")
+      spec = LayoutSpec.from_config(config.layout)
+      cfg = ModelConfig.from_config(config.model)
     self.spec = spec
-    self.numerics = nm.Numerics.from_config(cfg.kernels)
+    self.numerics = cfg.kernels
     self.dtype = jnp.dtype(cfg.dtype)
     d = cfg.d_model
     pd = jnp.dtype(cfg.param_dtype)
@@ -75,15 +67,14 @@ class InteractionModel(nnx.Module):
     self.slot = SlotEmbedding(d, cfg.time_embed_dim, numerics=num, rngs=rngs,
                               param_dtype=pd)
     self.blocks = nnx.List([
-        Block(cfg, use_moe=(cfg.ffn == "moe" and i >= cfg.first_dense_layers),
-              numerics=num, rngs=rngs)
+        Block(cfg, use_moe=cfg.is_moe_layer(i), numerics=num, rngs=rngs)
         for i in range(cfg.num_layers)])
     self.final_norm = RMSNorm(d, eps=cfg.norm_eps, numerics=num, param_dtype=pd)
     self.unembed = Dense(d, cfg.vocab_size, numerics=num, rngs=rngs,
                          param_dtype=pd)
     self.flow = FlowHead(d, spec.frames_per_position * spec.n_mels, cfg.flow,
                          numerics=num, rngs=rngs, param_dtype=pd)
-    self.flow_steps = int(cfg.flow.num_steps)
+    self.flow_steps = cfg.flow.num_steps
 
   # ---- embeddings ----------------------------------------------------------
   def content(self, streams: dict) -> dict:

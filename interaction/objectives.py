@@ -10,12 +10,20 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from interaction import layout as lo
+from interaction.config import FlowConfig
 from interaction.flow_head import flow_matching_loss, mel_to_unit
+from moe.config import MoEConfig
 from pallas_kernels import numerics as nm
 
 
 def compute_loss(model, batch, rng, config):
-  """Returns (total loss, metrics dict of scalars)."""
+  """Returns (total loss, metrics dict of scalars).
+
+  `config` is the whole ConfigDict: the loss weights live in config.train and
+  config.model.moe, and are read at each call (typed once per trace).
+  """
+  flow_cfg = FlowConfig.from_config(config.model.flow)
+  moe_cfg = MoEConfig.from_config(config.model.moe)
   spec = model.spec
   out = model.forward(batch)
   turn_mask = batch["turn_mask"].astype(jnp.float32)           # [B, T]
@@ -37,13 +45,13 @@ def compute_loss(model, batch, rng, config):
   flow_loss = flow_matching_loss(
       model.flow, cond.reshape(-1, cond.shape[-1]),
       x1.reshape(-1, x1.shape[-1]).astype(cond.dtype),
-      audio_w.reshape(-1) > 0, rng, batch_mul=int(config.model.flow.batch_mul))
+      audio_w.reshape(-1) > 0, rng, batch_mul=flow_cfg.batch_mul)
 
-  tc, mc = config.train, config.model.moe
+  tc = config.train
   aux = out["aux"]
   total = (tc.text_loss_weight * text_loss + tc.flow_loss_weight * flow_loss
-           + mc.load_balance_weight * aux["load_balance_loss"]
-           + mc.z_loss_weight * aux["z_loss"])
+           + moe_cfg.load_balance_weight * aux["load_balance_loss"]
+           + moe_cfg.z_loss_weight * aux["z_loss"])
   metrics = {"loss": total, "text_loss": text_loss, "text_acc": text_acc,
              "flow_loss": flow_loss,
              "load_balance_loss": aux["load_balance_loss"],

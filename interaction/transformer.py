@@ -13,17 +13,16 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from interaction.config import ModelConfig
 from interaction.layers import Dense, RMSNorm, rope, silu
+from moe.layer import MoE
 from pallas_kernels import numerics as nm
 
 
 class Attention(nnx.Module):
 
-  def __init__(self, cfg, *, numerics: nm.Numerics, rngs: nnx.Rngs):
+  def __init__(self, cfg: ModelConfig, *, numerics: nm.Numerics, rngs: nnx.Rngs):
     d, h, hkv, hd = cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-    if h % hkv:
-      raise ValueError(f"model.num_heads: {h} is not a multiple of "
-                       f"model.num_kv_heads={hkv}")
     pd = cfg.param_dtype
     self.q = Dense(d, h * hd, numerics=numerics, rngs=rngs, param_dtype=pd,
                    sharding=(None, "tensor"))
@@ -82,7 +81,7 @@ class SwiGLU(nnx.Module):
 class Block(nnx.Module):
   """Pre-norm decoder block; the FFN is dense SwiGLU or an MoE layer."""
 
-  def __init__(self, cfg, *, use_moe: bool, numerics: nm.Numerics,
+  def __init__(self, cfg: ModelConfig, *, use_moe: bool, numerics: nm.Numerics,
                rngs: nnx.Rngs):
     pd = cfg.param_dtype
     self.attn_norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps, numerics=numerics,
@@ -92,7 +91,6 @@ class Block(nnx.Module):
                             param_dtype=pd)
     self.use_moe = use_moe
     if use_moe:
-      from moe.layer import MoE  # the moe package owns routing and kernels
       self.ffn = MoE(cfg.d_model, cfg.moe, numerics=numerics, rngs=rngs,
                      dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(pd))
     else:

@@ -27,7 +27,12 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
+from pallas_kernels.numerics import check_pallas_backend
+
 F32 = jnp.float32
+# The gather+gemv kernels, the one list of their names (model.moe.gemv_kernel
+# takes one of these, or 'auto'; see moe/config.py).
+KERNELS = ("xla", "pallas", "triton")
 
 
 def check_inputs(x, expert_ids, gates, w_gate, w_up, w_down):
@@ -120,14 +125,16 @@ def _pallas_kernel(ids_ref, x_ref, gates_ref, wg_ref, wu_ref, wd_ref, o_ref, acc
 
 
 def gather_gemv_pallas(x, expert_ids, gates, w_gate, w_up, w_down, *,
-                       block_f: int | None = None, interpret: bool | None = None):
+                       block_f: int | None = None, interpret: bool = False):
   """Pallas path. block_f tiles the hidden width (default: all of it).
 
   Scalar prefetch (`PrefetchScalarGridSpec`) is a TPU (Mosaic) construct: this
-  kernel targets TPU and CPU interpret mode; on GPU use kernel='triton'. On TPU
-  block_f must be a multiple of 128 (or d_ff itself). Not run on a TPU here.
+  kernel targets TPU (compiled: interpret=False) and CPU (interpret=True, as
+  the tests run it); on GPU use kernel='triton'. On TPU block_f must be a
+  multiple of 128 (or d_ff itself). Not run on a TPU here.
   """
   check_inputs(x, expert_ids, gates, w_gate, w_up, w_down)
+  check_pallas_backend(interpret, "gather_gemv kernel 'pallas' (model.moe.gemv_kernel)")
   from jax.experimental.pallas import tpu as pltpu  # PrefetchScalarGridSpec
 
   t, d = x.shape
@@ -136,8 +143,6 @@ def gather_gemv_pallas(x, expert_ids, gates, w_gate, w_up, w_down, *,
   block_f = f if block_f is None else int(block_f)
   if block_f <= 0 or f % block_f:
     raise ValueError(f"gather_gemv_pallas: block_f={block_f} must divide d_ff={f}")
-  if interpret is None:
-    interpret = jax.default_backend() != "gpu"
   ids = jnp.clip(expert_ids.astype(jnp.int32), 0, num_experts - 1).reshape(-1)
 
   grid_spec = pltpu.PrefetchScalarGridSpec(
@@ -167,8 +172,6 @@ def gather_gemv_pallas(x, expert_ids, gates, w_gate, w_up, w_down, *,
 # ---------------------------------------------------------------------------
 # Public entry point: forward by the chosen kernel, backward by grouped GEMM.
 # ---------------------------------------------------------------------------
-KERNELS = ("xla", "pallas", "triton")
-
 
 def _forward(kernel, block_f, interpret, x, expert_ids, gates, w_gate, w_up, w_down):
   if kernel == "xla":
@@ -219,11 +222,12 @@ _gather_gemv.defvjp(_gather_gemv_fwd, _gather_gemv_bwd)
 
 
 def gather_gemv(x, expert_ids, gates, w_gate, w_up, w_down, *, kernel: str = "xla",
-                block_f: int | None = None, interpret: bool | None = None):
+                block_f: int | None = None, interpret: bool = False):
   """y [T, d] (x.dtype) = sum_j gates[:, j] * expert_{ids[:, j]}(x); differentiable.
 
-  kernel: 'xla' (lax.map/scan loop, what runs on CPU), 'pallas' (interpret
-  mode off GPU) or 'triton' (jax-triton, GPU only at run time).
+  kernel: 'xla' (lax.map/scan loop, what runs on CPU), 'pallas' (TPU; on CPU
+  only with interpret=True) or 'triton' (jax-triton, GPU only at run time).
+  `interpret` applies to the Pallas kernel only.
   """
   if kernel not in KERNELS:
     raise ValueError(f"gather_gemv: kernel {kernel!r} is not one of {KERNELS}")

@@ -1,6 +1,9 @@
 """The MoE feed-forward layer (SwiGLU experts) with one `impl` switch.
 
-  y, aux = MoE(d_model, config.model.moe, numerics=..., rngs=...)(x)
+  y, aux = MoE(d_model, MoEConfig(...), numerics=..., rngs=...)(x)
+
+(MoEConfig.from_config(config.model.moe) builds the typed config from the
+ConfigDict; moe/config.py validates every field.)
 
 x [B, S, d] -> y [B, S, d]; aux = {"load_balance_loss", "z_loss"}, unweighted
 f32 scalars (see moe/router.py). Routed experts: w_gate, w_up [E, d, f] and
@@ -21,8 +24,11 @@ impl (cfg.impl):
                 every token count, so a token's output never depends on how
                 many tokens share the call (DESIGN.md section 5).
 
-Which gather_gemv kernel runs: cfg.gemv_kernel if the config has it
-('xla' | 'pallas' | 'triton'), else numerics.impl ('xla' | 'pallas').
+Which gather_gemv kernel runs: cfg.gemv_kernel ('xla' | 'pallas' | 'triton',
+gather_gemv.KERNELS), or with 'auto' the one that follows numerics.impl:
+'pallas' for 'pallas', else 'xla' (resolve_gemv_kernel). The Pallas kernel
+targets TPU (interpret mode on CPU when numerics.interpret); on GPU set
+'triton'.
 
 Expert parallelism: the routed weights carry the sharding names
 ('expert', None, None) on their leading E axis (nnx `out_sharding`
@@ -41,46 +47,55 @@ from flax import nnx
 from moe import gather_gemv as gg
 from moe import grouped_gemm
 from moe import router as router_lib
+from moe.config import IMPLS, MoEConfig
 from pallas_kernels import numerics as numerics_lib
 
-IMPLS = ("auto", "loop", "dense", "ragged_dot", "gather_gemv")
-GEMV_KERNELS = ("xla", "pallas", "triton")
 EXPERT_AXIS = "expert"
 F32 = jnp.float32
 
 
-def expert_param_count(d_model: int, cfg) -> int:
+def expert_param_count(d_model: int, cfg: MoEConfig) -> int:
   """Parameters of ONE routed expert (SwiGLU: gate, up and down)."""
-  return 3 * int(d_model) * int(cfg.d_ff)
+  return 3 * int(d_model) * cfg.d_ff
 
 
-def shared_param_count(d_model: int, cfg) -> int:
+def shared_param_count(d_model: int, cfg: MoEConfig) -> int:
   """Parameters of all shared experts together."""
-  return int(cfg.num_shared_experts) * expert_param_count(d_model, cfg)
+  return cfg.num_shared_experts * expert_param_count(d_model, cfg)
 
 
-def router_param_count(d_model: int, cfg) -> int:
-  return int(d_model) * int(cfg.num_experts)
+def router_param_count(d_model: int, cfg: MoEConfig) -> int:
+  return int(d_model) * cfg.num_experts
 
 
-def layer_param_counts(d_model: int, cfg) -> dict:
+def layer_param_counts(d_model: int, cfg: MoEConfig) -> dict:
   """Total and active (per token) parameters of one MoE layer."""
-  routed = int(cfg.num_experts) * expert_param_count(d_model, cfg)
-  active_routed = int(cfg.top_k) * expert_param_count(d_model, cfg)
+  routed = cfg.num_experts * expert_param_count(d_model, cfg)
+  active_routed = cfg.top_k * expert_param_count(d_model, cfg)
   fixed = shared_param_count(d_model, cfg) + router_param_count(d_model, cfg)
   return {"total": routed + fixed, "active": active_routed + fixed}
 
 
 def resolve_impl(impl: str, num_tokens: int, auto_threshold: int,
                  numerics: numerics_lib.Numerics) -> str:
-  """The concrete impl that `auto` (or an explicit choice) runs for a call."""
+  """The concrete impl that `auto` (or an explicit choice) runs for a call.
+
+  Checks `impl` because a call may override the validated config's value.
+  """
   if impl not in IMPLS:
-    raise ValueError(f"moe.impl: {impl!r} is not one of {IMPLS}")
+    raise ValueError(f"model.moe.impl: {impl!r} is not one of {IMPLS}")
   if impl != "auto":
     return impl
   if numerics.invariant or num_tokens <= auto_threshold:
     return "gather_gemv"
   return "ragged_dot"
+
+
+def resolve_gemv_kernel(gemv_kernel: str, numerics: numerics_lib.Numerics) -> str:
+  """The gather_gemv kernel for model.moe.gemv_kernel ('auto': follow kernels.impl)."""
+  if gemv_kernel != "auto":
+    return gemv_kernel
+  return "pallas" if numerics.impl == "pallas" else "xla"
 
 
 def _swiglu(x, w_gate, w_up, w_down):
@@ -127,10 +142,9 @@ def ffn_ragged_dot(x, routing, w_gate, w_up, w_down):
 
 
 def ffn_gather_gemv(x, routing, w_gate, w_up, w_down, *, kernel: str = "xla",
-                    interpret: bool | None = None):
-  """Per-token gemvs (moe/gather_gemv.py); backward by grouped GEMM."""
-  if kernel not in GEMV_KERNELS:
-    raise ValueError(f"moe.gemv_kernel: {kernel!r} is not one of {GEMV_KERNELS}")
+                    interpret: bool = False):
+  """Per-token gemvs (moe/gather_gemv.py, which checks `kernel`); backward by
+  grouped GEMM. `interpret` is for the Pallas kernel (True on CPU)."""
   return gg.gather_gemv(x, routing.expert_ids, routing.gates, w_gate, w_up, w_down,
                         kernel=kernel, interpret=interpret).astype(F32)
 
@@ -149,34 +163,25 @@ def _expert_param(key, shape, fan_in, dtype):
 class MoE(nnx.Module):
   """Routed SwiGLU experts plus optional shared experts."""
 
-  def __init__(self, d_model: int, cfg, *, numerics: numerics_lib.Numerics,
-               rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32):
-    num_experts, top_k, d_ff = int(cfg.num_experts), int(cfg.top_k), int(cfg.d_ff)
+  def __init__(self, d_model: int, cfg: MoEConfig, *,
+               numerics: numerics_lib.Numerics, rngs: nnx.Rngs,
+               dtype=jnp.float32, param_dtype=jnp.float32):
+    # cfg's fields were validated by MoEConfig; d_model comes from the model.
+    if not isinstance(cfg, MoEConfig):
+      raise TypeError(f"MoE: cfg must be a MoEConfig (MoEConfig.from_config("
+                      f"config.model.moe)), got {type(cfg).__name__}")
     if d_model <= 0:
       raise ValueError(f"MoE: d_model must be positive, got {d_model}")
-    if num_experts <= 0:
-      raise ValueError(f"moe.num_experts: must be positive, got {num_experts}")
-    if not 1 <= top_k <= num_experts:
-      raise ValueError(f"moe.top_k: {top_k} must be in [1, num_experts={num_experts}]")
-    if d_ff <= 0:
-      raise ValueError(f"moe.d_ff: must be positive, got {d_ff}")
-    if int(cfg.num_shared_experts) < 0:
-      raise ValueError(f"moe.num_shared_experts: must be >= 0, got {cfg.num_shared_experts}")
-    if cfg.gating not in router_lib.GATINGS:
-      raise ValueError(f"moe.gating: {cfg.gating!r} is not one of {router_lib.GATINGS}")
-    if cfg.impl not in IMPLS:
-      raise ValueError(f"moe.impl: {cfg.impl!r} is not one of {IMPLS}")
-    gemv_kernel = str(cfg.get("gemv_kernel", numerics.impl))
-    if gemv_kernel not in GEMV_KERNELS:
-      raise ValueError(f"moe.gemv_kernel: {gemv_kernel!r} is not one of {GEMV_KERNELS}")
+    num_experts, d_ff = cfg.num_experts, cfg.d_ff
 
-    self.d_model, self.num_experts, self.top_k, self.d_ff = d_model, num_experts, top_k, d_ff
-    self.num_shared = int(cfg.num_shared_experts)
-    self.gating = str(cfg.gating)
-    self.impl = str(cfg.impl)
-    self.auto_threshold = int(cfg.auto_threshold)
-    self.router_dtype = jnp.dtype(str(cfg.router_dtype))
-    self.gemv_kernel = gemv_kernel
+    self.d_model, self.num_experts, self.top_k, self.d_ff = (
+        d_model, num_experts, cfg.top_k, d_ff)
+    self.num_shared = cfg.num_shared_experts
+    self.gating = cfg.gating
+    self.impl = cfg.impl
+    self.auto_threshold = cfg.auto_threshold
+    self.router_dtype = jnp.dtype(cfg.router_dtype)
+    self.gemv_kernel = resolve_gemv_kernel(cfg.gemv_kernel, numerics)
     self.numerics = numerics
     self.dtype = dtype
 
@@ -216,7 +221,7 @@ class MoE(nnx.Module):
     if impl == "gather_gemv":
       return ffn_gather_gemv(x2d, routing, *w, kernel=self.gemv_kernel,
                              interpret=self.numerics.interpret)
-    raise ValueError(f"moe.impl: {impl!r} is not one of {IMPLS}")
+    raise ValueError(f"model.moe.impl: {impl!r} is not one of {IMPLS}")
 
   def shared(self, x2d):
     mm = lambda a, w: numerics_lib.matmul(a, w[...].astype(self.dtype), self.numerics)

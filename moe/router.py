@@ -3,7 +3,7 @@
 Dropless: every token gets exactly `top_k` experts; there is no capacity and
 nothing is dropped (the MoE layer's impls all handle any load per expert).
 
-Gating (cfg.gating):
+Gating (model.moe.gating):
   'softmax': p = softmax(logits); take the top-k of p. With k > 1 the k gates
              are renormalized to sum to 1 (Mixtral); with k = 1 the gate is the
              raw probability (Switch), so the router still gets a gradient
@@ -11,8 +11,8 @@ Gating (cfg.gating):
   'sigmoid': s = sigmoid(logits); take the top-k of s and normalize the k gates
              by their sum (DeepSeek-V3).
 
-Losses (unweighted; the trainer applies cfg.load_balance_weight and
-cfg.z_loss_weight):
+Losses (unweighted; the objective applies model.moe.load_balance_weight and
+model.moe.z_loss_weight):
   load_balance_loss = E * sum_e f_e * P_e (Switch Transformer eq. 4, extended
       to k slots): f_e is the fraction of the T*k token-slots routed to e (no
       gradient), P_e the mean over tokens of the routing distribution for e
@@ -50,10 +50,13 @@ def route(logits: jax.Array, top_k: int, gating: str = "softmax") -> Routing:
   if logits.ndim != 2:
     raise ValueError(f"route: logits must be [T, E], got shape {logits.shape}")
   num_experts = logits.shape[-1]
+  # Argument checks for direct callers; a model's values were validated once,
+  # by moe.config.MoEConfig.
   if not 1 <= top_k <= num_experts:
-    raise ValueError(f"moe.top_k: {top_k} must be in [1, num_experts={num_experts}]")
+    raise ValueError(f"route: top_k={top_k} must be in [1, {num_experts}], the "
+                     "logits' number of experts")
   if gating not in GATINGS:
-    raise ValueError(f"moe.gating: {gating!r} is not one of {GATINGS}")
+    raise ValueError(f"route: gating {gating!r} is not one of {GATINGS}")
   logits = logits.astype(jnp.float32)
 
   if gating == "softmax":

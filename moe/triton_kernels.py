@@ -10,15 +10,13 @@ order and touches one token only, so outputs are batch-invariant. Everything
 accumulates in f32; y is f32.
 
 This module is imported by the jax-triton wrapper (moe/triton_gather_gemv.py)
-and, without JAX, by `python -m moe.triton_kernels IN.npz OUT.npy`, which runs
-the same kernels on torch CPU tensors under Triton's interpreter
-(TRITON_INTERPRET=1) for the CPU test (tests/moe/triton_test.py).
+and, without JAX, by tests/moe/triton_worker.py, which runs the same kernels
+on torch CPU tensors under Triton's interpreter (TRITON_INTERPRET=1) for the
+CPU test (tests/moe/triton_test.py).
 """
 
 from __future__ import annotations
 
-import os
-import sys
 
 import triton
 import triton.language as tl
@@ -97,26 +95,3 @@ def run_torch(x, expert_ids, gates, w_gate, w_up, w_down, *,
       h, ids, gates.to(torch.float32).contiguous(), w_down.contiguous(), y,
       D=d, F=f, K=k, BLOCK_D=block_d, BLOCK_F=block_f)
   return y
-
-
-def _main(argv):
-  """IN.npz (x, expert_ids, gates, w_gate, w_up, w_down[, block_d, block_f]) -> OUT.npy."""
-  if len(argv) != 3:
-    print("usage: TRITON_INTERPRET=1 python -m moe.triton_kernels IN.npz OUT.npy",
-          file=sys.stderr)
-    return 2
-  if os.environ.get("TRITON_INTERPRET") != "1":
-    print("warning: TRITON_INTERPRET is not 1; this needs a GPU", file=sys.stderr)
-  import numpy as np
-  import torch
-  data = np.load(argv[1])
-  names = ("x", "expert_ids", "gates", "w_gate", "w_up", "w_down")
-  tensors = [torch.from_numpy(np.ascontiguousarray(data[n])) for n in names]
-  blocks = {n: int(data[n]) for n in ("block_d", "block_f") if n in data}
-  y = run_torch(*tensors, **blocks)
-  np.save(argv[2], y.numpy())
-  return 0
-
-
-if __name__ == "__main__":
-  sys.exit(_main(sys.argv))

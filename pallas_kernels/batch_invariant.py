@@ -1,47 +1,9 @@
 """Batch-invariant matmul, RMSNorm, softmax and log-softmax.
 
-A row's result must not depend on how many other rows are computed with it.
-Plain XLA ops break that on CPU: the dot and reduction kernels change with the
-row count (matrix-vector vs matrix-matrix, packed vs unpacked weights), and so
-does their summation order (../shared/notes/cpu_measurements.md).
-
-Two ways to get invariance, by `numerics.impl`:
-
-- 'xla_blocked' and 'pallas' fix the shape of every inner computation, which
-  makes them invariant by construction: the rows (all leading dims flattened)
-  are padded to a multiple of `numerics.block_rows` and each [block_rows, d]
-  block is computed on its own, by the same code, in sequence (`lax.map`, or
-  a Pallas grid over row blocks and output-column tiles; `interpret=True`
-  off GPU). The matmul never splits the contraction (no split-K).
-- 'xla' (the CPU default) computes the matmul as ONE dot over all rows. This
-  is invariant by measurement, not by construction: XLA:CPU runs f32 dots of
-  two or more rows through YNNPACK, which either packs the weights and uses
-  one family of kernels (one per-element summation order, no split-K,
-  threads split rows and columns only), or leaves them unpacked and uses
-  kernels with another order. It packs whenever the weights come transposed
-  (w_layout='nk', [N, K], PyTorch's Linear layout, which the model's Dense
-  layers store), and for [K, N] weights only above a row threshold (most of
-  a row's elements differed between 48 and 64 rows). So the rows are
-  zero-padded to `min_dot_rows(w_layout)`: 2 for 'nk' (one row is a
-  matrix-vector dot outside YNNPACK), 64 for 'kn'. A row's bits were then
-  the same for every row count up to 4096, at every position;
-  tests/pallas_kernels/batch_invariant_test.py checks this at the model's
-  shapes, so a jax upgrade that breaks it fails CI. Unlike the fixed-block
-  loop it keeps both cores busy: on the demo forward it costs nothing where
-  8-row blocks cost 1.2-1.3x. On GPU use 'pallas' (cuBLAS picks kernels by
-  shape).
-
-Row-wise ops (RMSNorm, softmax, log-softmax) always use fixed row blocks:
-XLA:CPU's row reductions can change their order with the row count (a 32-wide
-sum of squares did; so did the attention's sum over 64 keys below 64 rows).
-A sum of squares computed as a dot with a block of ones held in isolation at
-every row count, but the tiny model's trainer-sampler test (streaming ==
-training forward) then failed by 7e-7, so it is not used: measured
-invariance must hold in the model, not only in a unit test.
-Gradients of the Pallas path come from the blocked XLA path's autodiff through
-a custom_vjp, since pallas_call has no transpose rule.
-
-Each op has a `*_reference` (plain jnp, f32) for tolerance tests.
+A row's result does not depend on how many other rows are computed with it,
+on each `numerics.impl` ('xla', 'xla_blocked', 'pallas'); the 'xla' matmul is
+one dot padded to `min_dot_rows`. Each op has a `*_reference` (plain jnp, f32).
+Why it is bit-exact on CPU: see pallas_kernels/README.md.
 """
 
 from __future__ import annotations
@@ -53,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-from pallas_kernels.numerics import Numerics
+from pallas_kernels.numerics import Numerics, check_pallas_backend
 
 # Weight layouts of `matmul`: 'kn' is w [K, N] (x @ w); 'nk' is w [N, K]
 # (x @ w.T, PyTorch's Linear layout).
@@ -148,7 +110,14 @@ def _from_row_blocks(y, rows, lead_shape):
 def _map_row_blocks(block_fn, x, block_rows):
   """Applies block_fn to fixed [block_rows, d] blocks of x, one at a time."""
   blocks, rows = _to_row_blocks(x, block_rows)
-  return _from_row_blocks(jax.lax.map(block_fn, blocks), rows, x.shape[:-1])
+  # Barriers on both sides, as in _matmul_padded. With one block XLA removes
+  # the loop and fused the block's last ops with the caller's (a norm's
+  # `* scale` and a following add became one FMA); with two or more it cannot.
+  # So a row's bits changed at block_rows + 1 rows (issue 12: the hMLP stem's
+  # last norm + patch_pos, a frame alone vs 12 frames).
+  barrier = jax.lax.optimization_barrier
+  out = barrier(jax.lax.map(block_fn, barrier(blocks)))
+  return _from_row_blocks(out, rows, x.shape[:-1])
 
 
 def _pallas_row_op(kernel, x, params, block_rows, interpret):
@@ -273,7 +242,8 @@ def matmul(x, w, numerics: Numerics, w_layout: str = "kn"):
   check_matmul_args(x, w, w_layout)
   w = w.astype(x.dtype)
   if numerics.impl == "pallas":
-    return _matmul_pallas(x, w, numerics.block_rows, numerics.use_interpret,
+    check_pallas_backend(numerics.interpret, "matmul (impl 'pallas')")
+    return _matmul_pallas(x, w, numerics.block_rows, numerics.interpret,
                           w_layout)
   if numerics.impl == "xla_blocked":
     return _matmul_blocked(x, w, numerics.block_rows, w_layout)
@@ -288,7 +258,8 @@ def _row_op(block_fn, x, params, numerics):
   if numerics.impl != "pallas":
     return _map_row_blocks(lambda xb: block_fn(xb, *params), x,
                            numerics.block_rows)
-  return _row_op_pallas(block_fn, numerics.block_rows, numerics.use_interpret,
+  check_pallas_backend(numerics.interpret, "the row-wise ops (impl 'pallas')")
+  return _row_op_pallas(block_fn, numerics.block_rows, numerics.interpret,
                         x, *params)
 
 

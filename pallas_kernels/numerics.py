@@ -25,8 +25,26 @@ MODES = ("default", "invariant")
 #   XLA:CPU, see batch_invariant.py); what runs on CPU.
 # 'xla_blocked': XLA ops with every matmul in fixed row blocks (invariant by
 #   construction, slower on CPU).
-# 'pallas': Pallas kernels (GPU; interpret mode elsewhere).
+# 'pallas': Pallas kernels (compiled on GPU; on CPU only with interpret=True).
 IMPLS = ("xla", "xla_blocked", "pallas")
+
+
+def check_pallas_backend(interpret: bool, what: str) -> None:
+  """Raises unless a Pallas kernel can run here: compiled, or interpreted.
+
+  `interpret` is explicit (never "interpret when not on GPU"): a guess from
+  the backend would also interpret a TPU kernel on a TPU. XLA:CPU cannot
+  compile Pallas at all, so asking for it there without interpret mode is a
+  configuration error, reported against the field that sets it.
+  """
+  if not isinstance(interpret, bool):
+    raise ValueError(f"model.kernels.interpret: must be True or False, got "
+                     f"{interpret!r}")
+  if not interpret and jax.default_backend() == "cpu":
+    raise ValueError(f"model.kernels.interpret: {what} is a Pallas kernel and the "
+                     "backend is CPU, which cannot compile it; set "
+                     "model.kernels.interpret=True (interpret=True) to run it in "
+                     "Pallas interpret mode, or use an XLA impl")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,41 +54,42 @@ class Numerics:
   split_size: int = 64
   block_q: int = 8
   block_rows: int = 8
-  interpret: bool | None = None  # None: interpret exactly when not on GPU
+  # Run the Pallas kernels (impl 'pallas') in interpret mode: True for CPU
+  # tests and CPU runs, False (compiled) on an accelerator.
+  interpret: bool = False
 
   def __post_init__(self):
     if self.mode not in MODES:
-      raise ValueError(f"kernels.mode: {self.mode!r} is not one of {MODES}")
+      raise ValueError(f"model.kernels.mode: {self.mode!r} is not one of {MODES}")
     if self.impl not in IMPLS:
-      raise ValueError(f"kernels.impl: {self.impl!r} is not one of {IMPLS}")
+      raise ValueError(f"model.kernels.impl: {self.impl!r} is not one of {IMPLS}")
     for name in ("split_size", "block_q", "block_rows"):
       if int(getattr(self, name)) <= 0:
-        raise ValueError(f"kernels.{name}: must be positive, got {getattr(self, name)}")
+        raise ValueError(f"model.kernels.{name}: must be positive, got "
+                         f"{getattr(self, name)}")
     if self.block_rows == 1 or self.block_q == 1:
       # A one-row block makes XLA pick its matrix-vector kernel, whose summation
       # order differs from the matrix-matrix one (cpu_measurements.md).
-      raise ValueError("kernels.block_rows/block_q: must be >= 2 (a 1-row block "
-                       "changes the CPU kernel and breaks invariance)")
+      raise ValueError("model.kernels.block_rows/block_q: must be >= 2 (a 1-row "
+                       "block changes the CPU kernel and breaks invariance)")
     if self.split_size % 8:
       # The Pallas attention kernel walks a split in KV tiles of 8..128 slots.
-      raise ValueError(f"kernels.split_size: {self.split_size} must be a multiple "
-                       "of the KV block size 8")
+      raise ValueError(f"model.kernels.split_size: {self.split_size} must be a "
+                       "multiple of the KV block size 8")
+    if not isinstance(self.interpret, bool):
+      raise ValueError(f"model.kernels.interpret: must be True or False, got "
+                       f"{self.interpret!r}")
 
   @classmethod
   def from_config(cls, kernels) -> "Numerics":
+    """`config.model.kernels` -> Numerics; every field is read (none optional)."""
     return cls(mode=str(kernels.mode), impl=str(kernels.impl),
                split_size=int(kernels.split_size), block_q=int(kernels.block_q),
-               block_rows=int(kernels.block_rows))
+               block_rows=int(kernels.block_rows), interpret=kernels.interpret)
 
   @property
   def invariant(self) -> bool:
     return self.mode == "invariant"
-
-  @property
-  def use_interpret(self) -> bool:
-    if self.interpret is not None:
-      return self.interpret
-    return jax.default_backend() != "gpu"
 
 
 DEFAULT = Numerics()

@@ -20,7 +20,8 @@ Paths:
 - `impl='pallas'`: a partials kernel on the grid (batch, kv head, query
   block, split), each split walked in fixed KV tiles with an online softmax,
   then a combine kernel folding the splits in order. On a GPU the split axis
-  is what spreads one decode query over the SMs. `interpret=True` off GPU.
+  is what spreads one decode query over the SMs. Interpret mode only when
+  `numerics.interpret` asks for it (the CPU tests do).
 
 Training goes through a custom_vjp: the forward bits are the kernel's, the
 backward is dense jnp attention math from the saved log-sum-exp (memory
@@ -38,7 +39,8 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-from pallas_kernels.numerics import Numerics
+from pallas_kernels.batch_invariant import min_dot_rows
+from pallas_kernels.numerics import Numerics, check_pallas_backend
 
 _NEG_INF = float("-inf")
 
@@ -197,7 +199,13 @@ def _forward_xla(q, k, v, q_offset, kv_len, cfg: _Config):
   split = cfg.split_size
   nsplit = skv // split
   tail = skv - nsplit * split    # > 0 only for a whole sequence (ragged_tail)
-  bq = min(split, sq)
+  # A block's rows are (query, group) pairs: with one query head per KV head
+  # a one-query call would make one-row dots, which XLA:CPU runs on its
+  # matrix-vector kernel with another summation order (issue 12: decode !=
+  # prefill at GQA ratio 1). So a block holds at least enough (padded)
+  # queries for the dots' row minimum, at every GQA ratio.
+  g = hq // hkv
+  bq = max(min(split, sq), -(-min_dot_rows("nk") // g))
   scale = 1.0 / float(d) ** 0.5
   qb = _query_blocks(q, hkv, bq)            # [B, nqb, Hkv, R, d]
   nqb, rows = qb.shape[1], qb.shape[3]
@@ -480,8 +488,10 @@ def attention(q, k, v, *, q_offset, kv_len, numerics: Numerics,
   split is short, with the bits of a cache padded to the next split multiple.
   """
   _check(q, k, v, q_offset, numerics, ragged_tail)
+  if numerics.impl == "pallas":
+    check_pallas_backend(numerics.interpret, "attention (impl 'pallas')")
   b = q.shape[0]
   cfg = _Config(numerics.impl, int(numerics.split_size), int(numerics.block_q),
-                bool(numerics.use_interpret))
+                numerics.interpret)
   return _attention(q, k, v, _as_batch_vector(q_offset, b),
                     _as_batch_vector(kv_len, b), cfg)

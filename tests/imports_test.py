@@ -79,7 +79,7 @@ def _entry_point_markers(source: str) -> list[str]:
       owner = owner.id if isinstance(owner, ast.Name) else ""
       if name.startswith("DEFINE") or (owner == "app" and name == "run"):
         found.append(f"line {node.lineno}: {owner}.{name}")
-  return found
+  return sorted(found, key=lambda m: int(m.split()[1].rstrip(":")))
 
 
 @pytest.mark.parametrize("package", LIBRARIES)

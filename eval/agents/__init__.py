@@ -1,4 +1,9 @@
-"""Agents and the registry the command lines use (`--agent=NAME`)."""
+"""Agents and the plain factory the entry points build them with.
+
+`make_agent(name, **settings)`: the settings are the agent's constructor
+arguments (an eval config's `agents.<name>` section). The model agent takes
+`config` and `params` values; experiments/ loads them from a checkpoint.
+"""
 
 from __future__ import annotations
 

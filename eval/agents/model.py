@@ -1,5 +1,9 @@
 """The interaction model as an eval agent, through a streaming session.
 
+The agent takes the model's config and parameters as values; loading them
+from a training workdir is the entry points' job
+(`experiments.trainer.load_trained`), since eval may not import experiments.
+
 `reset` starts a fresh session (the compiled step is kept across samples);
 `step` appends the chunk's input block and decodes one output block: its
 model_text tokens become word events, its mel frames (through the streaming
@@ -18,11 +22,14 @@ from eval.events import TextEvent
 class ModelAgent(Agent):
   name = "model"
 
-  def __init__(self, checkpoint: str | None = None, config=None, params=None):
-    from interaction.file_session import load_config_and_params
+  def __init__(self, config, params, *, checkpoint: str | None = None):
+    """config: the model's ConfigDict; params: its pure-dict parameters;
+    checkpoint: the workdir they came from, recorded in meta.json and the report
+    (None for freshly initialised parameters)."""
     from interaction.session import Sessions
-    if params is None:
-      config, params = load_config_and_params(checkpoint, config)
+    if config is None or params is None:
+      raise ValueError("the model agent needs a config and its params "
+                       "(experiments.trainer.load_trained(workdir) returns both)")
     self.checkpoint = checkpoint
     self.config = config
     self.sessions = Sessions(config, params, batch_size=1)
@@ -50,6 +57,5 @@ class ModelAgent(Agent):
     return OutputChunk(audio=audio, events=events)
 
   def describe(self) -> dict:
-    return {"name": self.name, "checkpoint": self.checkpoint,
-            "config": self.config.name,
+    return {"name": self.name, "checkpoint": self.checkpoint, "config": self.config.name,
             "kernels": self.config.model.kernels.mode}

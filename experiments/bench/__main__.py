@@ -1,10 +1,17 @@
-"""Dispatch `python -m experiments.bench NAME [args...]` to experiments.bench.NAME."""
+"""Dispatch `python -m experiments.bench NAME [--flags]` to experiments.bench.NAME.
+
+Only the named benchmark is imported, so its absl flags are the only ones
+defined; `python -m experiments.bench NAME --help` lists them.
+"""
 
 import importlib
 import pkgutil
 import sys
 
+from absl import flags
+
 import experiments.bench as bench_pkg
+from experiments import cli
 
 
 def _available():
@@ -15,14 +22,17 @@ def _available():
 def main(argv):
   names = _available()
   if len(argv) < 2 or argv[1] in ("-h", "--help"):
-    print(f"usage: python -m experiments.bench NAME [args]\n  NAME: {', '.join(names)}")
+    print(f"usage: python -m experiments.bench NAME [--flags]\n  NAME: {', '.join(names)}")
     return 0 if len(argv) >= 2 else 2
   name = argv[1]
   if name not in names:
     print(f"unknown benchmark {name!r}; available: {', '.join(names)}", file=sys.stderr)
     return 2
   module = importlib.import_module(f"experiments.bench.{name}")
-  return module.main(argv[2:]) or 0
+  # --help shows the benchmark's docstring and flags, not the dispatcher's.
+  flags.adopt_module_key_flags(module)
+  sys.modules["__main__"].__doc__ = module.__doc__
+  cli.run(module.main, argv=[f"{argv[0]} {name}", *argv[2:]])
 
 
 if __name__ == "__main__":

@@ -14,14 +14,19 @@ micro-turns/s = batch_size * turns / time. Target: loader_vs_step_ratio >= 2.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
 
 import jax.numpy as jnp
+from absl import flags
 
 from experiments.bench import common
+
+_NUM = flags.DEFINE_integer("num", 4, "Episodes per family to generate.")
+_DATA = flags.DEFINE_string("data", "", "Existing episode dir (skips generation).")
+_BATCHES = flags.DEFINE_integer("batches", 12, "Loader batches timed.")
+_STEPS = flags.DEFINE_integer("steps", 5, "Train steps timed.")
 
 
 def _loader_ms(config, batches: int) -> float:
@@ -36,12 +41,8 @@ def _loader_ms(config, batches: int) -> float:
 
 
 def main(argv):
-  p = argparse.ArgumentParser(prog="python -m experiments.bench data")
-  p.add_argument("--num", type=int, default=4, help="episodes per family to generate")
-  p.add_argument("--data", default="", help="existing episode dir (skips generation)")
-  p.add_argument("--batches", type=int, default=12)
-  p.add_argument("--steps", type=int, default=5)
-  args = p.parse_args(argv)
+  del argv
+  num, data, batches, steps = _NUM.value, _DATA.value, _BATCHES.value, _STEPS.value
 
   from data_pipeline import generate, generators
   from experiments.configs import demo
@@ -49,21 +50,21 @@ def main(argv):
 
   config = demo.get_config()
   tmp = None
-  if args.data:
-    data_dir = args.data
+  if data:
+    data_dir = data
   else:
     tmp = tempfile.TemporaryDirectory()
     data_dir = tmp.name
     t0 = time.perf_counter()
-    generate.generate(list(generators.FAMILIES), args.num, data_dir, progress=False)
+    generate.generate(list(generators.FAMILIES), num, data_dir, progress=False)
     gen_s = time.perf_counter() - t0
   config.data.path = data_dir
   b, t = int(config.data.batch_size), int(config.data.turns)
 
-  loader_ms = _loader_ms(config, args.batches)
+  loader_ms = _loader_ms(config, batches)
   synth = demo.get_config()
   synth.data.source = "synthetic"
-  synthetic_ms = _loader_ms(synth, args.batches)
+  synthetic_ms = _loader_ms(synth, batches)
 
   from data_pipeline.pipeline import make_train_iter
   it = make_train_iter(config)
@@ -75,9 +76,9 @@ def main(argv):
     holder["state"], metrics = step(holder["state"], bt)
     return metrics
 
-  step_ms = common.time_fn(lambda: one_step(batch), warmup=1, iters=args.steps)
+  step_ms = common.time_fn(lambda: one_step(batch), warmup=1, iters=steps)
   e2e = []
-  for _ in range(args.steps):
+  for _ in range(steps):
     t0 = time.perf_counter()
     common.block(one_step({k: jnp.asarray(v) for k, v in next(it).items()}))
     e2e.append((time.perf_counter() - t0) * 1e3)
@@ -97,7 +98,7 @@ def main(argv):
   }
   if tmp is not None:
     figures["generate_s"] = round(gen_s, 1)
-    figures["generated_episodes"] = args.num * len(generators.FAMILIES)
+    figures["generated_episodes"] = num * len(generators.FAMILIES)
   print(f"loader {figures['loader_turns_per_s']} micro-turns/s vs demo step "
         f"{figures['step_turns_per_s']} micro-turns/s "
         f"(ratio {figures['loader_vs_step_ratio']}, target >= 2)")

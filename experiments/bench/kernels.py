@@ -25,14 +25,23 @@ Prints a table, then one JSON line: `*_ms` medians and `*_ratio` values
 
 from __future__ import annotations
 
-import argparse
-
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
 
 from experiments.bench import common
 from pallas_kernels import numerics as nm
+
+_TURNS = flags.DEFINE_list("turns", ["50", "10"],
+                           "(a) micro-turns per forward; the first is the headline.")
+_BATCH = flags.DEFINE_integer("batch", 4, "(a) batch size.")
+_ROUNDS = flags.DEFINE_integer("rounds", 7, "Interleaved timing rounds.")
+_CACHE_LENGTHS = flags.DEFINE_list("cache_lengths", ["1024", "8192", "32768"],
+                                   "(b) decode cache lengths.")
+_CAPACITY = flags.DEFINE_integer("session_capacity", 768, "(c) cache slots.")
+_OFFSET = flags.DEFINE_integer("session_offset", 600, "(c) slots filled.")
+_SKIP_MODEL = flags.DEFINE_bool("skip_model", False, "Only (b).")
 
 
 # name -> (kernels.mode, kernels.impl) of the forward variants in (a).
@@ -110,24 +119,17 @@ def _decode_fns(cache_len, hq, hkv, d, split, block_q):
 
 
 def main(argv):
-  parser = argparse.ArgumentParser(prog="python -m experiments.bench kernels")
-  parser.add_argument("--turns", default="50,10")
-  parser.add_argument("--batch", type=int, default=4)
-  parser.add_argument("--rounds", type=int, default=7)
-  parser.add_argument("--cache_lengths", default="1024,8192,32768")
-  parser.add_argument("--session_capacity", type=int, default=768)
-  parser.add_argument("--session_offset", type=int, default=600)
-  parser.add_argument("--skip_model", action="store_true")
-  args = parser.parse_args(argv)
-  turns_list = [int(x) for x in args.turns.split(",") if x]
+  del argv
+  batch, rounds, skip_model = _BATCH.value, _ROUNDS.value, _SKIP_MODEL.value
+  turns_list = [int(x) for x in _TURNS.value]
   figures = {"machine": common.machine()}
 
-  if not args.skip_model:
+  if not skip_model:
     for i, turns in enumerate(turns_list):
-      fns, config = _model_forward_fns(turns, args.batch)
-      med = common.interleaved_medians(fns, rounds=args.rounds,
+      fns, config = _model_forward_fns(turns, batch)
+      med = common.interleaved_medians(fns, rounds=rounds,
                                        inner=1 if turns >= 30 else 3)
-      print(f"(a) demo forward, batch {args.batch} x {turns} turns")
+      print(f"(a) demo forward, batch {batch} x {turns} turns")
       # The first turn count is the headline (the demo's training shape).
       prefix = "demo_forward" if i == 0 else f"demo_forward_{turns}t"
       for name, ms in med.items():
@@ -142,23 +144,22 @@ def main(argv):
   m = config.model
   print(f"(b) decode attention, Hq {m.num_heads} Hkv {m.num_kv_heads} D {m.head_dim}"
         f" split {m.kernels.split_size} block_q {m.kernels.block_q}")
-  for length in [int(x) for x in args.cache_lengths.split(",") if x]:
+  for length in [int(x) for x in _CACHE_LENGTHS.value]:
     fns = _decode_fns(length, m.num_heads, m.num_kv_heads, m.head_dim,
                       m.kernels.split_size, m.kernels.block_q)
-    med = common.interleaved_medians(fns, rounds=max(args.rounds, 5), inner=5)
+    med = common.interleaved_medians(fns, rounds=max(rounds, 5), inner=5)
     ratio = med["invariant"] / med["default"]
     print(f"  cache {length:6d}: split-KV {med['invariant']:8.3f} ms  plain "
           f"{med['default']:8.3f} ms  ratio {ratio:.3f}")
     figures[f"decode_{length}_splitkv_ms"] = round(med["invariant"], 4)
     figures[f"decode_{length}_plain_ms"] = round(med["default"], 4)
     figures[f"decode_{length}_ratio"] = round(ratio, 4)
-  if not args.skip_model:
-    step_fns, block = _session_step_fns(args.session_capacity,
-                                        args.session_offset)
-    print(f"(c) demo streaming steps, batch 1, cache {args.session_capacity} "
-          f"slots filled to {args.session_offset}")
+  if not skip_model:
+    step_fns, block = _session_step_fns(_CAPACITY.value, _OFFSET.value)
+    print(f"(c) demo streaming steps, batch 1, cache {_CAPACITY.value} "
+          f"slots filled to {_OFFSET.value}")
     for name, fns in step_fns.items():
-      med = common.interleaved_medians(fns, rounds=max(args.rounds, 5), inner=5)
+      med = common.interleaved_medians(fns, rounds=max(rounds, 5), inner=5)
       what = "1 slot" if name == "decode" else f"{block} slots"
       print(f"  {name} ({what}):")
       for variant, ms in med.items():

@@ -1,6 +1,6 @@
 """MoE routed-expert FFN on CPU: gather_gemv vs ragged_dot vs dense (+ padded grouped GEMM).
 
-  python -m experiments.bench moe [--tokens=1,2,4,8,16,256,1024] [--quick]
+  python -m experiments.bench moe [--tokens=1,2,4,8,16,256,1024] [--impls=gather_gemv,dense]
 
 Layer: d=1024, E=64, k=4, d_ff=512, float32, weights passed as jit arguments
 (not constants). Routing comes from random router logits (softmax top-4) and
@@ -26,21 +26,27 @@ decode MoE on an H200 is computed from experiments/configs/tml_small.py.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
 
 from experiments.bench import common
 from moe import grouped_gemm
 from moe import layer as layer_lib
 from moe import router as router_lib
+from moe.config import MoEConfig
 
 D, E, K, F = 1024, 64, 4, 512
 H200_HBM_BYTES_PER_S = 4.8e12
+
+_TOKENS = flags.DEFINE_list("tokens", ["1", "2", "4", "8", "16", "256", "1024"],
+                            "Token counts timed.")
+_IMPLS = flags.DEFINE_list("impls", ["gather_gemv", "ragged_dot", "dense", "padded_grouped"],
+                           "Implementations timed (must include gather_gemv).")
 
 
 def _weights():
@@ -99,7 +105,8 @@ def tml_small_roofline() -> dict:
   cfg = tml_small.get_config()
   m, lay = cfg.model, cfg.layout
   bytes_per = jnp.dtype(m.param_dtype).itemsize
-  expert_bytes = layer_lib.expert_param_count(m.d_model, m.moe) * bytes_per
+  expert_bytes = layer_lib.expert_param_count(
+      m.d_model, MoEConfig.from_config(m.moe)) * bytes_per
   layers = m.num_layers - m.first_dense_layers
   per_token = m.moe.top_k * expert_bytes * layers
   shared_per_token = m.moe.num_shared_experts * expert_bytes * layers
@@ -133,12 +140,9 @@ def tml_small_roofline() -> dict:
 
 
 def main(argv):
-  parser = argparse.ArgumentParser(prog="python -m experiments.bench moe")
-  parser.add_argument("--tokens", default="1,2,4,8,16,256,1024")
-  parser.add_argument("--impls", default="gather_gemv,ragged_dot,dense,padded_grouped")
-  args = parser.parse_args(argv)
-  tokens = [int(v) for v in args.tokens.split(",") if v]
-  impls = [v for v in args.impls.split(",") if v]
+  del argv
+  tokens = [int(v) for v in _TOKENS.value]
+  impls = list(_IMPLS.value)
   if "gather_gemv" not in impls:
     raise ValueError("--impls: must include gather_gemv (ratios are against it)")
 

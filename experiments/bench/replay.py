@@ -12,7 +12,6 @@ Target: silent agent >= 50x real time (the harness must never dominate).
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import statistics
@@ -21,11 +20,16 @@ import time
 
 import numpy as np
 import soundfile
+from absl import flags
 
 from eval import loaders
 from eval.agents import make_agent
 from eval.replay import ReplayConfig, replay
 from experiments.bench.common import emit, machine
+
+_SAMPLES = flags.DEFINE_integer("samples", 8, "FD-bench-style samples.")
+_SECONDS = flags.DEFINE_float("seconds", 30.0, "Audio per sample.")
+_ROUNDS = flags.DEFINE_integer("rounds", 3, "Interleaved rounds.")
 
 
 def _make_suite(root, n, seconds):
@@ -44,14 +48,11 @@ def _make_suite(root, n, seconds):
 
 
 def main(argv):
-  p = argparse.ArgumentParser(prog="python -m experiments.bench replay")
-  p.add_argument("--samples", type=int, default=8)
-  p.add_argument("--seconds", type=float, default=30.0)
-  p.add_argument("--rounds", type=int, default=3)
-  args = p.parse_args(argv)
+  del argv
+  n_samples, seconds, rounds = _SAMPLES.value, _SECONDS.value, _ROUNDS.value
   tmp = tempfile.mkdtemp(prefix="bench_replay_")
   try:
-    suite = _make_suite(os.path.join(tmp, "fdb_v1"), args.samples, args.seconds)
+    suite = _make_suite(os.path.join(tmp, "fdb_v1"), n_samples, seconds)
     samples = loaders.load("fdb_v1", suite).samples
     audio_s = sum(s.duration for s in samples)
     modes = {
@@ -60,7 +61,7 @@ def main(argv):
         "vad_cascade": (lambda: make_agent("vad_cascade", tts_backend="placeholder"), False),
     }
     times = {m: [] for m in modes}
-    for r in range(args.rounds):
+    for r in range(rounds):
       for m, (make, pictures) in modes.items():
         out = os.path.join(tmp, f"out_{m}_{r}")
         cfg = ReplayConfig(timeline=pictures, resume=False, progress=False)
@@ -70,14 +71,14 @@ def main(argv):
         assert summary["done"] == len(samples), summary["errors"]
         shutil.rmtree(out)
     med = {m: statistics.median(v) for m, v in times.items()}
-    figures = {"audio_s": audio_s, "samples": len(samples), "rounds": args.rounds,
+    figures = {"audio_s": audio_s, "samples": len(samples), "rounds": rounds,
                "machine": machine()}
     for m, t in med.items():
       figures[f"{m}_ms"] = round(t * 1e3, 1)
       figures[f"{m}_realtime_ratio"] = round(audio_s / t, 1)
     figures["target_realtime_ratio"] = 50
-    print(f"{len(samples)} samples x {args.seconds:g} s = {audio_s:.0f} s of audio; "
-          f"median of {args.rounds} interleaved rounds")
+    print(f"{len(samples)} samples x {seconds:g} s = {audio_s:.0f} s of audio; "
+          f"median of {rounds} interleaved rounds")
     for m, t in med.items():
       print(f"  {m:16s} {t * 1e3:9.1f} ms  {audio_s / t:8.1f}x real time")
     emit(figures)

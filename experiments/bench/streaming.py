@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import statistics
 import time
@@ -22,11 +21,17 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
 
 from experiments.bench import common
-from experiments.trainer import create_train_state
+from interaction import params as params_lib
 from interaction.params import ModelBinder, load_model
 from interaction import streaming as st
+
+_CONFIG = flags.DEFINE_string("config", "demo", "Config module in experiments/configs.")
+_POINTS = flags.DEFINE_list("points", ["50", "300", "600"], "Session lengths in micro-turns.")
+_ROUNDS = flags.DEFINE_integer("rounds", 5, "Interleaved rounds.")
+_RT_TURNS = flags.DEFINE_integer("rt_turns", 150, "Micro-turns of the real-time run.")
 
 
 def _turn_inputs(streams, pick):
@@ -111,18 +116,14 @@ def real_time(config, params, turns):
 
 
 def main(argv):
-  p = argparse.ArgumentParser(prog="python -m experiments.bench streaming")
-  p.add_argument("--config", default="demo")
-  p.add_argument("--points", default="50,300,600")
-  p.add_argument("--rounds", type=int, default=5)
-  p.add_argument("--rt_turns", type=int, default=150)
-  args = p.parse_args(argv)
-  config = importlib.import_module(f"experiments.configs.{args.config}").get_config()
-  params = create_train_state(config)["params"]
-  points = [int(x) for x in args.points.split(",")]
+  del argv
+  name = _CONFIG.value
+  config = importlib.import_module(f"experiments.configs.{name}").get_config()
+  params = params_lib.init_params(config, int(config.train.seed))
+  points = [int(x) for x in _POINTS.value]
   print(f"machine: {common.machine()}")
-  print(f"config {args.config}: session vs re-prefill at {points} micro-turns")
-  res = session_vs_reprefill(config, params, points, args.rounds)
+  print(f"config {name}: session vs re-prefill at {points} micro-turns")
+  res = session_vs_reprefill(config, params, points, _ROUNDS.value)
   figures = {}
   for n in points:
     s, r = res[n]["session"], res[n]["reprefill"]
@@ -136,15 +137,11 @@ def main(argv):
   figures["session_growth_ratio"] = round(res[hi]["session"] / res[lo]["session"], 3)
   print(f"  session cost {int(hi * 0.2)} s / {int(lo * 0.2)} s: "
         f"{figures['session_growth_ratio']:.2f}x")
-  rt = real_time(config, params, args.rt_turns)
-  print(f"real time ({args.config}, full host loop incl. front end, flow steps and "
+  rt = real_time(config, params, _RT_TURNS.value)
+  print(f"real time ({name}, full host loop incl. front end, flow steps and "
         f"vocoder, {rt['turns']} turns): p50 {rt['p50_ms']:.1f} ms, "
         f"p99 {rt['p99_ms']:.1f} ms, max {rt['max_ms']:.1f} ms per 200 ms micro-turn")
   figures.update({"rt_p50_ms": round(rt["p50_ms"], 2), "rt_p99_ms": round(rt["p99_ms"], 2),
                   "real_time_factor_ratio": round(rt["p50_ms"] / 200.0, 3)})
   common.emit(figures)
-
-
-if __name__ == "__main__":
-  import sys
-  main(sys.argv[1:])
+  return 0

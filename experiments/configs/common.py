@@ -46,8 +46,12 @@ def kernels_config() -> ml_collections.ConfigDict:
   # 'invariant': fixed-shape batch- and chunk-invariant kernels.
   c.mode = "default"
   # 'xla' (CPU) | 'xla_blocked' (fixed row blocks, slower) | 'pallas' (GPU;
-  # interpret mode elsewhere). See pallas_kernels/numerics.py.
+  # on CPU only with interpret=True). See pallas_kernels/numerics.py.
   c.impl = "xla"
+  # Run the Pallas kernels (impl 'pallas', moe.gemv_kernel 'pallas') in
+  # interpret mode. False: compiled, for an accelerator; a Pallas kernel on
+  # the CPU backend with False raises, naming this field.
+  c.interpret = False
   c.split_size = 64             # split-KV size in slots; fixed, never a count
   c.block_q = 8                 # query rows per attention block (xla_blocked, pallas)
   c.block_rows = 8              # rows per norm block; per matmul block too on
@@ -67,6 +71,10 @@ def moe_config() -> ml_collections.ConfigDict:
   c.load_balance_weight = 1e-2
   c.z_loss_weight = 1e-3
   c.router_dtype = "float32"
+  # Kernel of impl gather_gemv: 'xla' (lax loop; CPU) | 'pallas' (TPU
+  # scalar-prefetch kernel; interpret mode on CPU) | 'triton' (jax-triton,
+  # GPU) | 'auto': follow kernels.impl ('pallas' -> 'pallas', else 'xla').
+  c.gemv_kernel = "auto"
   return c
 
 

@@ -1,7 +1,7 @@
 """demo: the CPU main job. Trains a small audio+text interaction model for a few
 minutes on episodes generated with espeak-ng, checkpoints and prints metrics.
 
-Run (after `python -m data_pipeline.generate --family=all --num=64 --out=/tmp/demo/data`):
+Run (after `python -m experiments.generate --family=all --num=64 --out=/tmp/demo/data`):
   python -m experiments.main --config=experiments/configs/demo.py \
       --workdir=/tmp/demo --config.data.path=/tmp/demo/data
 

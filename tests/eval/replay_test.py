@@ -100,15 +100,16 @@ def test_recorded_agent_reproduces_a_replay(tmp_path):
             == read_events(os.path.join(again, s.key, "events.jsonl")))
 
 
+@pytest.mark.integration
 def test_suite_report_oracle_perfect_cascade_structurally_limited(tmp_path):
-  from eval.run import run
-  import argparse
+  from eval.run import run_suite
   suite = fixtures.make_suite(str(tmp_path / "suite"))
-  args = argparse.Namespace(tts="placeholder", end_silence_s=0.6, response_delay_s=0.0,
-                            recorded_dir=None)
+  agents = {"oracle": make_agent("oracle", tts_backend="placeholder"),
+            "vad_cascade": make_agent("vad_cascade", tts_backend="placeholder",
+                                      end_silence_s=0.6, response_delay_s=0.0)}
   out = str(tmp_path / "out")
-  res = run(suite, ["oracle", "vad_cascade"], out, args=args,
-            cfg=ReplayConfig(timeline=True, progress=False))
+  res = run_suite(suite, agents, out,
+                  replay_config=ReplayConfig(timeline=True, progress=False))
   o = {b: r["metrics"] for b, r in res["oracle"].items()}
   c = {b: r["metrics"] for b, r in res["vad_cascade"].items()}
   assert o["timespeak"]["accuracy"] == 1.0 and o["cuespeak"]["accuracy"] == 1.0
@@ -133,9 +134,12 @@ def test_suite_report_oracle_perfect_cascade_structurally_limited(tmp_path):
   assert os.path.exists(os.path.join(out, "oracle", "timespeak", "ts0", "timeline.png"))
 
 
-def test_replay_benchmark_runs_and_prints_json(capsys):
-  from experiments.bench import replay as bench
-  assert bench.main(["--samples=1", "--seconds=2", "--rounds=1"]) == 0
-  last = capsys.readouterr().out.strip().splitlines()[-1]
-  figures = json.loads(last)
-  assert figures["silent_realtime_ratio"] > 0 and "silent_ms" in figures
+def test_suite_benchmarks_must_exist(tmp_path):
+  from eval.run import find_benchmarks
+  suite = fixtures.make_suite(str(tmp_path / "suite"))
+  assert set(find_benchmarks(suite, ["timespeak"])) == {"timespeak"}
+  assert "charades" in find_benchmarks(suite)
+  with pytest.raises(ValueError, match="nope"):
+    find_benchmarks(suite, ["timespeak", "nope"])
+  with pytest.raises(ValueError, match="no benchmark folders"):
+    find_benchmarks(str(tmp_path / "empty"))

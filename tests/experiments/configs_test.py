@@ -15,8 +15,9 @@ from experiments.param_count import parameter_counts
 from interaction.params import abstract_model, build_model, count_params
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Model configs; eval configs (eval_*.py) are tested in evaluate_test.py.
 CONFIG_NAMES = sorted(m.name for m in pkgutil.iter_modules(configs_pkg.__path__)
-                      if m.name != "common")
+                      if m.name != "common" and not m.name.startswith("eval"))
 
 
 def _load(name):
@@ -73,3 +74,15 @@ def test_shapes_that_do_not_divide_stop_at_start(tmp_path, override, field):
   assert r.returncode != 0
   assert field in r.stderr
   assert not os.path.exists(tmp_path / "w" / "checkpoints")
+
+
+def test_base_config_matches_the_typed_defaults_and_design_layout():
+  """The library's typed defaults (which the moe/interaction tests build on)
+  and the tests' DESIGN.md layout are the base config's."""
+  from experiments.configs import common
+  from interaction.config import ModelConfig
+  from interaction.layout import LayoutSpec
+  from tests.interaction.layout_test import layout_config
+  assert ModelConfig.from_config(common.model_config()) == ModelConfig()
+  assert (LayoutSpec.from_config(common.layout_config())
+          == LayoutSpec.from_config(layout_config()))

@@ -101,8 +101,11 @@ def test_resume_refuses_a_different_structure(uninterrupted):
   workdir, _ = uninterrupted
   config = tiny.get_config()
   config.model.d_model = 48
+  before = open(os.path.join(workdir, "config.json")).read()
   with pytest.raises(ValueError, match="model.d_model"):
     trainer.train_and_evaluate(config, workdir, progress=False)
+  # The refused config loses nothing: the workdir still describes its run.
+  assert open(os.path.join(workdir, "config.json")).read() == before
 
 
 def test_restore_names_renamed_or_reshaped_arrays():
@@ -123,3 +126,25 @@ def test_restore_names_renamed_or_reshaped_arrays():
   assert "params.unembed.weight: in the model (4, 3), not in the checkpoint" in msg
   assert "params.final_norm.scale: checkpoint shape (8,), model shape (7,)" in msg
   checkpointing.check_state_tree(saved, saved)
+
+
+def test_load_trained_fills_fields_added_after_the_run(uninterrupted, tmp_path):
+  """A workdir saved before a config field existed still loads: the field takes
+  its default, every saved value is kept and the parameters are the saved ones."""
+  import shutil
+  workdir, full = uninterrupted
+  old = str(tmp_path / "old")
+  shutil.copytree(workdir, old)
+  with open(os.path.join(old, "config.json")) as f:
+    saved = json.load(f)
+  del saved["model"]["moe"]["gemv_kernel"], saved["model"]["kernels"]["interpret"]
+  saved["train"]["lr"] = 0.123  # a saved value that differs from the default
+  with open(os.path.join(old, "config.json"), "w") as f:
+    json.dump(saved, f)
+  config, params = trainer.load_trained(old)
+  assert config.model.moe.gemv_kernel == tiny.get_config().model.moe.gemv_kernel
+  assert config.model.kernels.interpret is False
+  assert config.train.lr == 0.123 and config.name == "tiny"
+  for a, b in zip(jax.tree_util.tree_leaves(full["params"]),
+                  jax.tree_util.tree_leaves(params)):
+    np.testing.assert_array_equal(a, b)

@@ -6,15 +6,24 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from experiments.configs import tiny
+from interaction.config import FlowConfig, ModelConfig
 from interaction.embedders import DMelEmbed, HMLPStem
 from interaction.layout import LayoutSpec
-from interaction.params import build_model
+from interaction.model import InteractionModel
+from moe.config import MoEConfig
 from pallas_kernels.numerics import Numerics
+from tests.interaction.layout_test import layout_config
+
+# A tiny model with every embedder and an MoE layer (the tiny config's sizes).
+TINY = ModelConfig(
+    d_model=32, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8, d_ff=64,
+    ffn="moe", first_dense_layers=1, time_embed_dim=16,
+    moe=MoEConfig(num_experts=4, top_k=2, d_ff=32, num_shared_experts=1),
+    flow=FlowConfig(width=32, depth=1, num_steps=2), kernels=Numerics(split_size=32))
 
 
 def test_dmel_bag_of_embeddings_shape_and_sum():
-  spec = LayoutSpec.from_config(tiny.get_config().layout)
+  spec = LayoutSpec.from_config(layout_config(video=True))
   emb = DMelEmbed(spec, 24, numerics=Numerics(), rngs=nnx.Rngs(0))
   bins = jax.random.randint(jax.random.key(0), (2, 3, 4, 320), 0, 16)
   out = emb(bins)
@@ -47,8 +56,8 @@ def test_hmlp_factors_must_multiply_to_patch():
 
 
 def test_model_content_shapes_per_stream():
-  c = tiny.get_config()
-  model = build_model(c, 0)
+  model = InteractionModel(TINY, LayoutSpec.from_config(layout_config(video=True)),
+                           rngs=nnx.Rngs(0))
   b, t = 2, 3
   batch = {
       "user_audio": jnp.zeros((b, t, 16, 80), jnp.int32),
@@ -60,7 +69,7 @@ def test_model_content_shapes_per_stream():
       "model_text": jnp.zeros((b, t, 2), jnp.int32),
   }
   content = model.content(batch)
-  d = c.model.d_model
+  d = TINY.d_model
   spec = model.spec
   for stream, x in content.items():
     assert x.shape == (b, t, spec.count(stream), d), stream

@@ -4,29 +4,29 @@ near its targets."""
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
 from flax import nnx
 
+from interaction.config import FlowConfig
 from interaction.flow_head import (FlowHead, euler_sample, flow_matching_loss,
                                    mel_to_unit, unit_to_mel)
 from pallas_kernels.numerics import Numerics
 
 
 def _head():
-  cfg = ml_collections.ConfigDict({"width": 64, "depth": 2})
-  return FlowHead(16, 12, cfg, numerics=Numerics(), rngs=nnx.Rngs(0))
+  return FlowHead(16, 12, FlowConfig(width=64, depth=2), numerics=Numerics(),
+                  rngs=nnx.Rngs(0))
 
 
-def test_flow_loss_falls_on_fixed_batch():
-  head = _head()
-  key = jax.random.key(0)
-  h = jax.random.normal(key, (32, 16))
-  # Targets are a fixed function of the condition, so they can be learned.
-  x1 = jnp.tanh(h[:, :12] * 1.5)
-  mask = jnp.ones((32,), bool)
+def _learnable_batch():
+  """Conditions h [32, 16] and targets that are a fixed function of them."""
+  h = jax.random.normal(jax.random.key(0), (32, 16))
+  return h, jnp.tanh(h[:, :12] * 1.5), jnp.ones((32,), bool)
+
+
+def _train(head, h, x1, mask, steps):
   opt = nnx.Optimizer(head, optax.adam(3e-3), wrt=nnx.Param)
 
   @nnx.jit
@@ -36,10 +36,17 @@ def test_flow_loss_falls_on_fixed_batch():
     opt.update(head, grads)
     return loss
 
+  for i in range(steps):
+    step(head, opt, jax.random.key(i))
+  return head
+
+
+def test_flow_loss_falls_on_fixed_batch():
+  head = _head()
+  h, x1, mask = _learnable_batch()
   eval_rng = jax.random.key(123)
   before = float(flow_matching_loss(head, h, x1, mask, eval_rng, batch_mul=8))
-  for i in range(150):
-    step(head, opt, jax.random.key(i))
+  _train(head, h, x1, mask, 150)
   after = float(flow_matching_loss(head, h, x1, mask, eval_rng, batch_mul=8))
   assert after < 0.6 * before, (before, after)
 
@@ -90,21 +97,8 @@ def test_euler_sampler_integrates_the_velocity():
 def test_trained_head_samples_near_its_targets():
   """Train on targets that are a function of the condition; sampling from noise
   then lands much closer to them than the noise was."""
-  head = _head()
-  h = jax.random.normal(jax.random.key(0), (32, 16))
-  x1 = jnp.tanh(h[:, :12] * 1.5)
-  mask = jnp.ones((32,), bool)
-  opt = nnx.Optimizer(head, optax.adam(3e-3), wrt=nnx.Param)
-
-  @nnx.jit
-  def step(head, opt, rng):
-    loss, grads = nnx.value_and_grad(
-        lambda m: flow_matching_loss(m, h, x1, mask, rng, batch_mul=4))(head)
-    opt.update(head, grads)
-    return loss
-
-  for i in range(300):
-    step(head, opt, jax.random.key(i))
+  h, x1, mask = _learnable_batch()
+  head = _train(_head(), h, x1, mask, 300)
   noise = jax.random.normal(jax.random.key(99), x1.shape)
   sample = euler_sample(head, h, noise, 8)
   err_noise = float(jnp.mean((noise - x1) ** 2))

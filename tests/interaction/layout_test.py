@@ -1,27 +1,42 @@
 """Micro-turn layout: round trip, time alignment, config validation."""
 
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
-from experiments.configs import common, tiny
 from interaction import layout as lo
 from interaction.layout import LayoutSpec, Stream
 
 
+def layout_config(video: bool = False) -> ml_collections.ConfigDict:
+  """A `config.layout` section with DESIGN.md section 3's numbers.
+
+  video=True: 40x40 frames of one 40-pixel patch (the tiny config's). The
+  base config's layout is checked against this in
+  tests/experiments/configs_test.py.
+  """
+  return ml_collections.ConfigDict({
+      "turn_ms": 200.0, "sample_rate": 16000, "mel_hop_ms": 12.5,
+      "mel_win_ms": 50.0, "n_fft": 1024, "n_mels": 80, "fmin": 80.0,
+      "fmax": 7600.0, "dmel_bins": 16, "dmel_min": -7.0, "dmel_max": 2.0,
+      "frames_per_position": 4, "user_text_slots": 2,
+      "background_text_slots": 2, "model_text_slots": 2,
+      "video": {"enabled": video, "height": 40 if video else 160,
+                "width": 40 if video else 160, "patch": 40}})
+
+
 def _spec(video=True):
-  c = tiny.get_config()
-  c.layout.video.enabled = video
-  return LayoutSpec.from_config(c.layout)
+  return LayoutSpec.from_config(layout_config(video))
 
 
 def test_slot_counts_follow_design_defaults():
-  spec = LayoutSpec.from_config(common.layout_config())
+  spec = LayoutSpec.from_config(layout_config())
   assert spec.frames_per_turn == 16
   assert spec.count(Stream.USER_AUDIO) == 4 and spec.count(Stream.MODEL_AUDIO) == 4
   assert spec.count(Stream.VIDEO) == 0
   assert spec.input_slots == 8 and spec.output_slots == 6
-  c = common.layout_config()
+  c = layout_config()
   c.video.enabled = True
   c.video.height, c.video.width = 240, 320
   assert LayoutSpec.from_config(c).count(Stream.VIDEO) == 48
@@ -95,8 +110,7 @@ def test_audio_frame_stacking_round_trip():
     ("mel_hop_ms", 12.3, "layout."),
 ])
 def test_bad_layout_names_the_field(field, value, needle):
-  c = tiny.get_config().layout
-  c.video.enabled = True
+  c = layout_config(video=True)
   target, key = (c.video, field.split(".")[1]) if "." in field else (c, field)
   target[key] = value
   with pytest.raises(ValueError, match=needle.replace(".", r"\.")):

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from experiments.configs.common import moe_config
 from moe import gather_gemv as gg
 from moe import layer as layer_lib
+from moe.config import MoEConfig
 from moe.layer import MoE
 from pallas_kernels.numerics import Numerics
 
@@ -94,9 +94,8 @@ def test_bit_identity_check_can_fail_for_batch_dependent_impls():
 
 def test_invariant_moe_layer_decode_equals_training_forward():
   """Invariant numerics: auto -> gather_gemv; 1-token call == row of a 300-token call."""
-  cfg = moe_config()
-  cfg.num_experts, cfg.top_k, cfg.d_ff, cfg.num_shared_experts = 8, 2, 24, 1
-  cfg.auto_threshold = 4
+  cfg = MoEConfig(num_experts=8, top_k=2, d_ff=24, num_shared_experts=1,
+                  auto_threshold=4)
   for numerics, expect_equal in [(Numerics(mode="invariant"), True), (Numerics(), False)]:
     model = MoE(32, cfg, numerics=numerics, rngs=nnx.Rngs(0))
     x = jax.random.normal(jax.random.key(1), (3, 100, 32))
@@ -124,4 +123,25 @@ def test_bad_inputs_raise():
   with pytest.raises(ValueError, match="kernel"):
     gg.gather_gemv(x, ids, gates, wg, wu, wd, kernel="cuda")
   with pytest.raises(ValueError, match="block_f"):
-    gg.gather_gemv_pallas(x, ids, gates, wg, wu, wd, block_f=7)
+    gg.gather_gemv_pallas(x, ids, gates, wg, wu, wd, block_f=7, interpret=True)
+
+
+def test_pallas_on_cpu_needs_explicit_interpret():
+  """interpret is False by default (compiled, as on a TPU); the CPU backend
+  cannot compile Pallas, so it says which field to set instead of guessing."""
+  assert jax.default_backend() == "cpu"
+  args = problem(2)
+  with pytest.raises(ValueError, match=r"model\.kernels\.interpret"):
+    gg.gather_gemv_pallas(*args)
+  with pytest.raises(ValueError, match=r"model\.kernels\.interpret"):
+    gg.gather_gemv(*args, kernel="pallas")
+  # The MoE layer passes numerics.interpret through: with it the kernel runs.
+  cfg = MoEConfig(num_experts=8, top_k=2, d_ff=24, impl="gather_gemv",
+                  gemv_kernel="pallas")
+  x = jax.random.normal(jax.random.key(1), (1, 2, 32))
+  with pytest.raises(ValueError, match=r"model\.kernels\.interpret"):
+    MoE(32, cfg, numerics=Numerics(), rngs=nnx.Rngs(0))(x)
+  model = MoE(32, cfg, numerics=Numerics(interpret=True), rngs=nnx.Rngs(0))
+  y, _ = model(x)
+  ref, _ = model(x, impl="loop")
+  np.testing.assert_allclose(np.asarray(y), np.asarray(ref), atol=2e-5, rtol=1e-5)

@@ -1,15 +1,18 @@
 """MoE layer: every impl matches the `loop` reference, forward and gradients."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
 
-from experiments.configs.common import moe_config
 from moe import grouped_gemm
 from moe import layer as layer_lib
 from moe import router as router_lib
+from moe.config import MoEConfig
 from moe.layer import MoE, expert_param_count
 from pallas_kernels.numerics import Numerics
 
@@ -18,11 +21,8 @@ IMPLS = ("dense", "ragged_dot", "gather_gemv")
 
 def make(d=16, num_experts=8, top_k=2, d_ff=24, shared=0, gating="softmax",
          impl="auto", dtype=jnp.float32, numerics=Numerics(), seed=0, **extra):
-  cfg = moe_config()
-  cfg.num_experts, cfg.top_k, cfg.d_ff = num_experts, top_k, d_ff
-  cfg.num_shared_experts, cfg.gating, cfg.impl = shared, gating, impl
-  for key, value in extra.items():
-    cfg[key] = value
+  cfg = MoEConfig(num_experts=num_experts, top_k=top_k, d_ff=d_ff,
+                  num_shared_experts=shared, gating=gating, impl=impl, **extra)
   return MoE(d, cfg, numerics=numerics, rngs=nnx.Rngs(seed), dtype=dtype,
              param_dtype=dtype), cfg
 
@@ -128,10 +128,43 @@ def test_auto_resolution():
 
 @pytest.mark.parametrize("field,value", [
     ("impl", "fast"), ("gating", "relu"), ("top_k", 9), ("num_experts", 0),
-    ("d_ff", 0)])
+    ("d_ff", 0), ("top_k", 0), ("num_shared_experts", -1), ("auto_threshold", -1),
+    ("gemv_kernel", "cuda"), ("router_dtype", "int32"),
+    ("load_balance_weight", -1.0), ("z_loss_weight", float("nan"))])
 def test_bad_config_raises(field, value):
-  with pytest.raises(ValueError, match=f"moe.{field}"):
-    make(**{field: value} if field != "num_experts" else {"num_experts": 0})
+  with pytest.raises(ValueError, match=rf"model\.moe\.{field}"):
+    make(**{"shared" if field == "num_shared_experts" else field: value})
+
+
+def test_from_config_reads_every_field():
+  """ConfigDict -> MoEConfig keeps every value; a missing field is an error
+  (no silent default: the base config defines them all)."""
+  cfg = MoEConfig(num_experts=16, top_k=4, d_ff=40, num_shared_experts=2,
+                  gating="sigmoid", impl="dense", auto_threshold=3,
+                  load_balance_weight=0.5, z_loss_weight=0.25,
+                  router_dtype="bfloat16", gemv_kernel="pallas")
+  assert all(getattr(cfg, f.name) != f.default for f in dataclasses.fields(cfg))
+  as_dict = ml_collections.ConfigDict(dataclasses.asdict(cfg))
+  assert MoEConfig.from_config(as_dict) == cfg
+  del as_dict["gemv_kernel"]
+  with pytest.raises(AttributeError, match="gemv_kernel"):
+    MoEConfig.from_config(as_dict)
+
+
+def test_moe_takes_a_typed_config_only():
+  with pytest.raises(TypeError, match="MoEConfig"):
+    MoE(16, ml_collections.ConfigDict(dataclasses.asdict(MoEConfig())),
+        numerics=Numerics(), rngs=nnx.Rngs(0))
+
+
+def test_gemv_kernel_auto_follows_kernels_impl():
+  resolve = layer_lib.resolve_gemv_kernel
+  assert resolve("auto", Numerics(impl="pallas")) == "pallas"
+  assert resolve("auto", Numerics(impl="xla")) == "xla"
+  assert resolve("auto", Numerics(impl="xla_blocked")) == "xla"
+  assert resolve("triton", Numerics(impl="pallas")) == "triton"
+  model, _ = make(gemv_kernel="auto", numerics=Numerics(impl="xla_blocked"))
+  assert model.gemv_kernel == "xla"
 
 
 def test_bad_input_raises():
@@ -141,21 +174,26 @@ def test_bad_input_raises():
 
 
 def test_tml_small_layer_param_counts_match_the_module():
-  """Accounting vs the real module's shapes (nnx.eval_shape: nothing allocated)."""
-  from experiments.configs import tml_small
-  m = tml_small.get_config().model
-  abstract = nnx.eval_shape(lambda: MoE(m.d_model, m.moe, numerics=Numerics(),
+  """Accounting vs the real module's shapes (nnx.eval_shape: nothing allocated).
+
+  The layer of experiments/configs/tml_small.py (d_model 4096, 48 layers);
+  tests/experiments/configs_test.py checks that config's totals.
+  """
+  d_model, num_layers = 4096, 48
+  moe = MoEConfig(num_experts=256, top_k=8, d_ff=1824, num_shared_experts=1,
+                  gating="sigmoid")
+  abstract = nnx.eval_shape(lambda: MoE(d_model, moe, numerics=Numerics(),
                                         rngs=nnx.Rngs(0), dtype=jnp.bfloat16,
                                         param_dtype=jnp.bfloat16))
   n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
-  counts = layer_lib.layer_param_counts(m.d_model, m.moe)
+  counts = layer_lib.layer_param_counts(d_model, moe)
   assert counts["total"] == n_params
-  expert = expert_param_count(m.d_model, m.moe)
-  assert counts["total"] - counts["active"] == (m.moe.num_experts - m.moe.top_k) * expert
+  expert = expert_param_count(d_model, moe)
+  assert counts["total"] - counts["active"] == (moe.num_experts - moe.top_k) * expert
   # 48 MoE layers: routed experts hold ~97% of tml_small's parameters, and the
   # active ones ~9B of its ~12B active.
-  assert 270e9 < m.num_layers * counts["total"] < 280e9
-  assert 8e9 < m.num_layers * counts["active"] < 12e9
+  assert 270e9 < num_layers * counts["total"] < 280e9
+  assert 8e9 < num_layers * counts["active"] < 12e9
 
 
 def test_expert_weights_are_sharded_over_an_expert_mesh_axis():

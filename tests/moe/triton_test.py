@@ -52,7 +52,8 @@ def run_interpreter(tmp_path, arrays, **blocks):
   np.savez(src, **{k: np.asarray(v) for k, v in arrays.items()}, **blocks)
   env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(REPO))
   env.pop("JAX_PLATFORMS", None)
-  proc = subprocess.run([python, "-m", "moe.triton_kernels", str(src), str(dst)],
+  proc = subprocess.run([python, str(REPO / "tests" / "moe" / "triton_worker.py"), str(src),
+                         str(dst)],
                         env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return np.load(dst)

@@ -12,7 +12,9 @@ IMPLS = nm.IMPLS
 
 
 def _inv(impl, block_rows=8):
-  return nm.Numerics(mode="invariant", impl=impl, block_rows=block_rows)
+  # interpret: the CPU backend runs the 'pallas' impl in Pallas interpret mode.
+  return nm.Numerics(mode="invariant", impl=impl, block_rows=block_rows,
+                     interpret=True)
 
 
 def _rand(seed, shape, dtype=jnp.float32):
@@ -235,3 +237,23 @@ def test_bad_input_raises_naming_the_argument():
     nm.Numerics(mode="invariant", block_rows=1)
   with pytest.raises(ValueError, match="split_size"):
     nm.Numerics(mode="invariant", split_size=12)
+  with pytest.raises(ValueError, match=r"model\.kernels\.interpret"):
+    nm.Numerics(interpret=None)
+
+
+def test_pallas_on_cpu_needs_explicit_interpret():
+  """interpret is False by default (compiled, as on an accelerator); on the
+  CPU backend every Pallas op raises naming the field instead of guessing."""
+  assert jax.default_backend() == "cpu"
+  compiled = nm.Numerics(mode="invariant", impl="pallas")
+  assert compiled.interpret is False
+  x, w = _rand(0, (3, 16)), _rand(1, (16, 8))
+  for name, fn in [("matmul", lambda: nm.matmul(x, w, compiled)),
+                   ("rms_norm", lambda: nm.rms_norm(x, jnp.ones(16), 1e-6, compiled)),
+                   ("softmax", lambda: nm.softmax(x, compiled)),
+                   ("log_softmax", lambda: nm.log_softmax(x, compiled))]:
+    with pytest.raises(ValueError, match=r"model\.kernels\.interpret"):
+      fn()
+  # The XLA impls never reach Pallas, so interpret does not matter to them.
+  for impl in ("xla", "xla_blocked"):
+    nm.matmul(x, w, nm.Numerics(mode="invariant", impl=impl))

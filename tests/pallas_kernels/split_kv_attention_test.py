@@ -15,8 +15,9 @@ HQ, HKV, D = 4, 2, 8
 
 
 def _inv(impl, split_size=16, block_q=8):
+  # interpret: the CPU backend runs the 'pallas' impl in Pallas interpret mode.
   return nm.Numerics(mode="invariant", impl=impl, split_size=split_size,
-                     block_q=block_q)
+                     block_q=block_q, interpret=True)
 
 
 def _rand(seed, shape, dtype=jnp.float32):
@@ -181,6 +182,19 @@ def test_bad_input_raises_naming_the_argument():
     attn(q, k, v[:, :16])
   with pytest.raises(ValueError, match="split_size"):
     ska.kv_tile(12)
+
+
+def test_pallas_on_cpu_needs_explicit_interpret():
+  """Compiled (interpret False, the default) Pallas attention on the CPU
+  backend raises naming model.kernels.interpret; interpreted it runs."""
+  assert jax.default_backend() == "cpu"
+  q, k, v = _qkv(0, 1, 4, 32)
+  compiled = nm.Numerics(mode="invariant", impl="pallas", split_size=16)
+  with pytest.raises(ValueError, match=r"model\.kernels\.interpret"):
+    nm.attention(q, k, v, q_offset=0, kv_len=4, numerics=compiled)
+  got = ska.attention(q, k, v, q_offset=0, kv_len=4, numerics=_inv("pallas"))
+  want = ska.attention_reference(q, k, v, q_offset=0, kv_len=4)
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
 
 
 def test_numerics_pads_a_whole_sequence_but_not_a_cache():

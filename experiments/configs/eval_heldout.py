@@ -1,0 +1,65 @@
+r"""eval_heldout: replay a held-out suite into several agents, score, report.
+
+Run:
+  python -m experiments.generate --family=all --num=4 --split=heldout --seed=1 \
+      --out=workdirs/eval_suite
+  python -m experiments.evaluate --config=experiments/configs/eval_heldout.py \
+      --config.suite=workdirs/eval_suite --config.out=workdirs/eval_report
+  # add the trained model:
+  #   --config.run_agents=oracle,vad_cascade,model --config.agents.model.checkpoint=workdirs/demo
+
+Expect: well under a second per agent and sample for oracle and vad_cascade
+(about 10 s in all for the 9-episode suite of `--num=1` on 2 cores). Writes
+OUT/report.{md,json,png} and each agent's replay under
+OUT/<agent>/<benchmark>/<key>/ (rerunning skips finished samples). The oracle
+scores perfectly on every benchmark (TimeSpeak/CueSpeak accuracy 1, Charades
+mIoU 100, RepCount OBO 1, FD-bench turn-taking TOR 1 at 0 s latency); the
+cascade cannot speak at a set time, react to cues or see, so it scores 0 on
+CueSpeak and Charades and talks into pauses.
+
+Each `agents.<name>` section holds the agent's settings (its constructor
+arguments; `model` takes a training workdir as `checkpoint`); `run_agents`
+says which sections run, in report order. A section may set `type` to run an
+agent kind under another name (e.g. two cascades with different
+end_silence_s, in a copy of this file).
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_config():
+  c = ml_collections.ConfigDict()
+  c.name = "eval_heldout"
+  c.suite = ""                   # benchmark folders (experiments.generate --split=heldout)
+  c.out = ""                     # report and replays go here
+  c.run_agents = "oracle,vad_cascade"  # comma list of sections of `agents`
+  c.benchmarks = ""              # comma list; empty = every benchmark found in the suite
+
+  c.agents = ml_collections.ConfigDict()
+  c.agents.silent = ml_collections.ConfigDict()
+  c.agents.oracle = ml_collections.ConfigDict()
+  c.agents.vad_cascade = ml_collections.ConfigDict()
+  c.agents.vad_cascade.end_silence_s = 0.6      # silence that ends the user's turn
+  c.agents.vad_cascade.response_delay_s = 0.0
+  c.agents.vad_cascade.aggressiveness = 2       # webrtcvad 0..3
+  c.agents.vad_cascade.barge_in = True
+  c.agents.recorded = ml_collections.ConfigDict()
+  c.agents.recorded.recorded_dir = ""           # a previous replay's folder for one benchmark
+  c.agents.model = ml_collections.ConfigDict()
+  c.agents.model.checkpoint = ""                # training workdir (config.json + checkpoints/)
+
+  c.replay = ml_collections.ConfigDict()
+  c.replay.pace = "simulated"    # 'simulated' (as fast as the agent runs) | 'wall' (live)
+  c.replay.lag_chunks = 1        # output windows trail the input by this many 200 ms chunks
+  c.replay.tts = "auto"          # speech of oracle and cascade: auto | espeak | placeholder
+  c.replay.resume = True         # skip samples whose meta.json says done
+  c.replay.timeline = True       # timeline.png per sample
+  c.replay.progress = True       # progress bar on stderr
+
+  c.score = ml_collections.ConfigDict()
+  c.score.judge = "rule"         # offline rule-based judge
+  c.score.vad = "webrtc"         # FD-bench speech segments: webrtc | words
+  c.score.omega = config_dict.placeholder(float)  # extra PAUC omega (ProactiveVideoQA)
+  c.score.strict = False         # Charades: IoU > m instead of >= m
+  return c
