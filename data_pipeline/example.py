@@ -1,6 +1,6 @@
 """One episode window -> one training example in the layout.py batch contract.
 
-Timing conventions (DESIGN.md section 3: "the output block of turn t is what
+Timing conventions (interaction/layout.py: "the output block of turn t is what
 the model says during the next 200 ms"):
   * input streams at turn t hold what arrived during [t, t+1) * turn_seconds;
   * output streams (model_text, model_audio, model_mel) at turn t hold what the

@@ -19,6 +19,8 @@ import ctypes.util
 import dataclasses
 import os
 import pickle
+import subprocess
+import sys
 import threading
 import zlib
 
@@ -140,6 +142,8 @@ class _Engine:
     if not hasattr(os, "fork"):
       with self.lock:
         return self._synth_here(text, voice, rate, pitch, pitch_range)
+    if _runtime_threads_started():
+      return _server().synth(text, voice, rate, pitch, pitch_range)
     with self.lock:
       r, w = os.pipe()
       pid = os.fork()
@@ -167,6 +171,80 @@ class _Engine:
     if status == "error":
       raise value
     return value
+
+
+def _runtime_threads_started() -> bool:
+  """True once JAX has started its backend in this process: its thread pools
+  make a fork unsafe (a child can inherit a lock held by another thread)."""
+  jax = sys.modules.get("jax")
+  if jax is None:
+    return False
+  try:
+    from jax._src import xla_bridge  # pylint: disable=import-outside-toplevel
+    return bool(xla_bridge._backends)  # pylint: disable=protected-access
+  except Exception:  # pylint: disable=broad-except  # private API moved: be safe
+    return True
+
+
+class _SynthServer:
+  """A fresh, single-threaded Python that forks per phrase on our behalf.
+
+  Used when this process already runs JAX (an eval run with the model agent
+  beside the scripted ones): there a fork could deadlock, so phrases are
+  synthesised by `python -c "...tts._serve()"`, which never starts JAX.
+  Requests and results are length-prefixed pickles over its stdin/stdout.
+  """
+
+  def __init__(self):
+    self.lock = threading.Lock()
+    self.proc = subprocess.Popen(
+        [sys.executable, "-c", "from data_pipeline import tts; tts._serve()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+  def synth(self, *request):
+    with self.lock:
+      _send(self.proc.stdin, request)
+      reply = _recv(self.proc.stdout)
+    if reply is None:
+      raise RuntimeError("espeak-ng synthesis process ended unexpectedly")
+    status, value = reply
+    if status == "error":
+      raise value
+    return value
+
+
+def _send(f, obj) -> None:
+  data = pickle.dumps(obj)
+  f.write(len(data).to_bytes(8, "little") + data)
+  f.flush()
+
+
+def _recv(f):
+  head = f.read(8)
+  if len(head) < 8:
+    return None
+  return pickle.loads(f.read(int.from_bytes(head, "little")))
+
+
+def _serve() -> None:
+  """The synthesis server's loop (see _SynthServer)."""
+  inp, out = sys.stdin.buffer, sys.stdout.buffer
+  while (request := _recv(inp)) is not None:
+    try:
+      reply = ("ok", engine().synth(*request))
+    except Exception as e:  # pylint: disable=broad-except  # sent back, raised there
+      reply = ("error", e)
+    _send(out, reply)
+
+
+_SERVER: _SynthServer | None = None
+
+
+def _server() -> _SynthServer:
+  global _SERVER
+  if _SERVER is None or _SERVER.proc.poll() is not None:
+    _SERVER = _SynthServer()
+  return _SERVER
 
 
 _ENGINE: _Engine | None = None

@@ -103,7 +103,7 @@ class RuleJudge(Judge):
     return "C_RESPOND"
 
 
-# Prompts of the published scorers (see ../shared/notes/eval_benchmarks.md).
+# Prompts of the published scorers, verbatim.
 PAUC_SYSTEM = (
     "You are an evaluator for a video question answering system. Your task is to rate "
     "whether the predicted answer covers the key points of the ground truth answer. Use "

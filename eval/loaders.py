@@ -3,7 +3,7 @@
 Each loader takes the benchmark's root folder and returns a `LoadResult`: the
 samples it could parse and one `SampleError` per item it could not (missing
 file, malformed JSON or CSV row, ...). A bad item never stops the others.
-Formats: ../shared/notes/eval_benchmarks.md and WORKSPACE.md (section eval).
+Formats: WORKSPACE.md (section eval) and each loader's docstring.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The micro-turn layout: where each stream's slots sit in the flat sequence.
 
-One micro-turn (DESIGN.md section 3) is an input block then an output block:
+One micro-turn (200 ms by default) is an input block then an output block:
 
   input : [user_audio x4][video x P][user_text x2][background_text x2]
   output: [model_text x2][model_audio x4]

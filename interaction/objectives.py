@@ -1,7 +1,7 @@
 """Training objective: text cross-entropy + flow matching + MoE auxiliary losses.
 
 Cross-entropy is taken on model_text slots, flow matching on model_audio slots,
-nothing on user slots (DESIGN.md section 3). Padding turns (turn_mask False)
+nothing on user slots (interaction/layout.py). Padding turns (turn_mask False)
 carry no loss.
 """
 

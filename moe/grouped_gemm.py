@@ -6,7 +6,7 @@ weights w_gate, w_up [E, d, f], w_down [E, f, d], and return f32 [T, d].
 `ragged_dot_ffn`: dropless. The T*k token-slots are sorted by expert and run
   through `jax.lax.ragged_dot`. On TPU/GPU that lowers to a grouped GEMM; on
   CPU XLA has no grouped kernel and masks every group into a dense matmul
-  over all T*k rows (kernels.md section 2), i.e. about E times the useful work.
+  over all T*k rows, i.e. about E times the useful work.
 
 `padded_grouped_ffn`: the form a grouped GEMM takes without a ragged kernel:
   slots sorted by expert, scattered into an [E, capacity, d] buffer, one

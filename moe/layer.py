@@ -22,7 +22,7 @@ impl (cfg.impl):
   'auto'        gather_gemv at or below cfg.auto_threshold tokens per call,
                 ragged_dot above. With numerics.invariant it is gather_gemv at
                 every token count, so a token's output never depends on how
-                many tokens share the call (DESIGN.md section 5).
+                many tokens share the call (batch invariance).
 
 Which gather_gemv kernel runs: cfg.gemv_kernel ('xla' | 'pallas' | 'triton',
 gather_gemv.KERNELS), or with 'auto' the one that follows numerics.impl:

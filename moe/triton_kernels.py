@@ -1,6 +1,6 @@
 """Triton source of the gather+GEMV MoE kernels (no JAX import here).
 
-Two kernels, as in Cursor's warp decode (kernels.md section 2):
+Two kernels, as in Cursor's warp decode:
   gate_up_kernel   grid (T*k, cdiv(f, BLOCK_F)): slot s = (t, j) reads its
                    expert's w_gate / w_up columns, h[s] = silu(x_t Wg) * (x_t Wu).
   down_kernel      grid (T, cdiv(d, BLOCK_D)): y[t] = sum_j gate[t, j] *

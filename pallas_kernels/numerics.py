@@ -3,7 +3,7 @@
 The model calls `matmul`, `rms_norm`, `attention`, `softmax` and `log_softmax`
 from here with a `Numerics` value taken from `config.model.kernels`. In
 'default' mode they are plain XLA ops: fastest, but their reduction order can
-change with the number of rows (see ../shared/notes/cpu_measurements.md). In
+change with the number of rows (see pallas_kernels/README.md). In
 'invariant' mode they go through the batch- and chunking-invariant kernels of
 this package, on an XLA path or the Pallas path (`impl`, see IMPLS).
 
@@ -69,7 +69,7 @@ class Numerics:
                          f"{getattr(self, name)}")
     if self.block_rows == 1 or self.block_q == 1:
       # A one-row block makes XLA pick its matrix-vector kernel, whose summation
-      # order differs from the matrix-matrix one (cpu_measurements.md).
+      # order differs from the matrix-matrix one (pallas_kernels/README.md).
       raise ValueError("model.kernels.block_rows/block_q: must be >= 2 (a 1-row "
                        "block changes the CPU kernel and breaks invariance)")
     if self.split_size % 8:

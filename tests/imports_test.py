@@ -1,4 +1,4 @@
-"""The package map's one rule: imports point one way (DESIGN.md section 2).
+"""The package map's one rule: imports point one way (README.md, what is where).
 
   pallas_kernels <- moe <- interaction <- data_pipeline <- eval <- experiments
 

@@ -3,7 +3,7 @@
 The harness calls `reset(sample)` once per sample, then `step(chunk)` for each
 200 ms input chunk in time order. `step` returns what the agent says during
 the chunk's *output window* `[chunk.out_t, chunk.out_t + 0.2)`, which by
-default is the next 200 ms (DESIGN.md section 3: the output block of turn t is
+default is the next 200 ms (interaction/layout.py: the output block of turn t is
 what the model says during the next 200 ms), so no agent can answer audio it
 has not heard yet.
 

@@ -1,8 +1,8 @@
 """Full-Duplex-Bench v1 scorers, following the published evaluation scripts.
 
 `eval_pause_handling.py`, `eval_smooth_turn_taking.py`,
-`eval_user_interruption.py`, `eval_backchannel.py` (FDB @d7336bd), per
-../shared/notes/eval_benchmarks.md section 1. Quirks, and what we do:
+`eval_user_interruption.py`, `eval_backchannel.py` (FDB @d7336bd), as
+published. Quirks, and what we do:
 - TOR rule: empty -> 0; TOR=1 unless duration < 1 s and <= 3 words, over the
   whole output (no time window). Kept.
 - A last word with no end time: pause handling uses its start (kept, for

@@ -1,6 +1,6 @@
 """Shared pieces of every experiment config.
 
-`base_config()` holds every field the code reads, with the DESIGN.md defaults.
+`base_config()` holds every field the code reads, with the documented defaults (README.md, WORKSPACE.md).
 Experiment files start from it and change what they need. Because the configs
 are locked by `config_flags`, a typo in `--config.a.b=...` is an error rather
 than a silently ignored field.
@@ -14,7 +14,7 @@ from interaction.tokenizer import TOKENIZER
 
 
 def layout_config() -> ml_collections.ConfigDict:
-  """The micro-turn layout (DESIGN.md section 3); every number is a field."""
+  """The micro-turn layout (interaction/layout.py); every number is a field."""
   c = ml_collections.ConfigDict()
   c.turn_ms = 200.0             # one micro-turn
   c.sample_rate = 16000         # audio is resampled to this on load

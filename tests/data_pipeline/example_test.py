@@ -5,10 +5,8 @@ import numpy as np
 from data_pipeline import example
 from data_pipeline.episode import Episode
 from interaction.tokenizer import TOKENIZER
-from experiments.configs.common import layout_config
 from interaction.layout import LayoutSpec
 
-SPEC = LayoutSpec.from_config(layout_config())
 
 
 def _episode():
@@ -28,8 +26,8 @@ def _episode():
       background_text=[{"t": 1.9, "text": "r"}])
 
 
-def test_streams_are_time_aligned():
-  ex = example.episode_example(_episode(), SPEC, start_turn=0, turns=12)
+def test_streams_are_time_aligned(default_spec):
+  ex = example.episode_example(_episode(), default_spec, start_turn=0, turns=12)
   # A turn is loud when most of its frames are (STFT windows leak into edge frames).
   loud_user = (ex["user_audio"] > 3).any(axis=2).mean(axis=1) > 0.5
   loud_model = (ex["model_audio"] > 3).any(axis=2).mean(axis=1) > 0.5
@@ -48,8 +46,8 @@ def test_streams_are_time_aligned():
   assert ex["turn_mask"].tolist() == [True] * 10 + [False] * 2
 
 
-def test_crop_keeps_the_queue_history():
-  full = example.episode_example(_episode(), SPEC, start_turn=0, turns=10)
-  crop = example.episode_example(_episode(), SPEC, start_turn=5, turns=5)
+def test_crop_keeps_the_queue_history(default_spec):
+  full = example.episode_example(_episode(), default_spec, start_turn=0, turns=10)
+  crop = example.episode_example(_episode(), default_spec, start_turn=5, turns=5)
   for k in ("model_text", "user_text", "background_text", "user_audio", "model_audio"):
     np.testing.assert_array_equal(crop[k], full[k][5:10], err_msg=k)

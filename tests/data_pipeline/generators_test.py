@@ -11,7 +11,6 @@ from data_pipeline import generate
 from data_pipeline import generators
 from data_pipeline import pipeline
 from data_pipeline import tts
-from experiments.configs.common import base_config
 
 FAMILIES = list(generators.FAMILIES)
 SAMPLES = [(f, i) for f in FAMILIES for i in range(2)]
@@ -194,7 +193,7 @@ def test_missing_espeak_says_how_to_install(monkeypatch):
     tts.synthesize("hello")
 
 
-def test_generate_writes_episodes_and_eval_suites(tmp_path):
+def test_generate_writes_episodes_and_eval_suites(tmp_path, base_config):
   out = tmp_path / "data"
   generate.generate(list(FAMILIES), 1, out, split="heldout", seed=1, workers=1,
                     progress=False)

@@ -10,16 +10,18 @@ from data_pipeline import episode as episode_lib
 from data_pipeline import pipeline
 from data_pipeline import synthetic
 from interaction.tokenizer import TOKENIZER
-from experiments.configs.common import base_config
 
 
-def _config(source="synthetic", path="", turns=6, batch=3, video=False):
-  c = base_config()
-  c.data.source, c.data.path = source, path
-  c.data.turns, c.data.batch_size = turns, batch
-  c.layout.video.enabled = video
-  c.layout.video.height = c.layout.video.width = 80
-  return c
+@pytest.fixture
+def make_config(base_config):
+  def make(source="synthetic", path="", turns=6, batch=3, video=False):
+    c = base_config()
+    c.data.source, c.data.path = source, path
+    c.data.turns, c.data.batch_size = turns, batch
+    c.layout.video.enabled = video
+    c.layout.video.height = c.layout.video.width = 80
+    return c
+  return make
 
 
 def _assert_batches_equal(a, b):
@@ -29,8 +31,8 @@ def _assert_batches_equal(a, b):
 
 
 @pytest.mark.parametrize("video", [False, True])
-def test_synthetic_batches_follow_the_layout_contract(video):
-  config = _config(video=video)
+def test_synthetic_batches_follow_the_layout_contract(video, make_config):
+  config = make_config(video=video)
   batch = next(pipeline.make_train_iter(config))
   expected = pipeline.batch_spec(config)
   assert set(batch) == set(expected)
@@ -60,18 +62,18 @@ def _run(config, steps, restore_at=None):
 
 
 @pytest.mark.parametrize("source", ["synthetic", "episodes"])
-def test_restored_iterator_continues_exactly(source, tiny_episodes):
-  config = _config(source, str(tiny_episodes) if source == "episodes" else "")
+def test_restored_iterator_continues_exactly(source, tiny_episodes, make_config):
+  config = make_config(source, str(tiny_episodes) if source == "episodes" else "")
   straight = _run(config, 6)
   resumed = _run(config, 6, restore_at=3)
   for a, b in zip(straight, resumed):
     _assert_batches_equal(a, b)
 
 
-def test_resume_check_can_fail():
+def test_resume_check_can_fail(make_config):
   # The companion of the exact-resume test: a fresh iterator (no set_state)
   # does not give batch k+1, so the comparison above has teeth.
-  config = _config()
+  config = make_config()
   it = pipeline.make_train_iter(config)
   for _ in range(3):
     next(it)
@@ -80,9 +82,9 @@ def test_resume_check_can_fail():
   assert not np.array_equal(later["user_audio"], fresh["user_audio"])
 
 
-def test_orbax_round_trip(tmp_path):
+def test_orbax_round_trip(tmp_path, make_config):
   import orbax.checkpoint as ocp
-  config = _config()
+  config = make_config()
   it = pipeline.make_train_iter(config)
   next(it)
   with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as ckpt:
@@ -94,10 +96,10 @@ def test_orbax_round_trip(tmp_path):
   _assert_batches_equal(want, next(it2))
 
 
-def test_two_processes_get_disjoint_shards(tiny_episodes):
+def test_two_processes_get_disjoint_shards(tiny_episodes, make_config):
   seen = []
   for p in range(2):
-    config = _config("episodes", str(tiny_episodes), batch=1)
+    config = make_config("episodes", str(tiny_episodes), batch=1)
     config.data.crop = "start"
     it = pipeline.make_train_iter(config, process_index=p, process_count=2)
     # Each fixture episode types its own letter at t=0 (see tiny_episodes).
@@ -106,23 +108,23 @@ def test_two_processes_get_disjoint_shards(tiny_episodes):
   assert not seen[0] & seen[1]
 
 
-def test_two_processes_synthetic_disjoint():
-  a = pipeline.make_train_iter(_config(batch=4), process_index=0, process_count=2)
-  b = pipeline.make_train_iter(_config(batch=4), process_index=1, process_count=2)
+def test_two_processes_synthetic_disjoint(make_config):
+  a = pipeline.make_train_iter(make_config(batch=4), process_index=0, process_count=2)
+  b = pipeline.make_train_iter(make_config(batch=4), process_index=1, process_count=2)
   ba, bb = next(a), next(b)
   for i in range(4):
     for j in range(4):
       assert not np.array_equal(ba["user_audio"][i], bb["user_audio"][j])
 
 
-def test_bad_process_index_is_a_clear_error():
+def test_bad_process_index_is_a_clear_error(make_config):
   with pytest.raises(ValueError, match="process_index"):
-    pipeline.make_train_iter(_config(), process_index=2, process_count=2)
+    pipeline.make_train_iter(make_config(), process_index=2, process_count=2)
 
 
-def test_bad_source_is_a_clear_error():
+def test_bad_source_is_a_clear_error(make_config):
   with pytest.raises(ValueError, match="data.source"):
-    pipeline.make_train_iter(_config("nope"))
+    pipeline.make_train_iter(make_config("nope"))
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +164,7 @@ def _corrupt(root: pathlib.Path) -> dict[str, pathlib.Path]:
   return bad
 
 
-def test_bad_input_is_skipped_counted_and_logged_once(tmp_path, tiny_episodes, caplog):
+def test_bad_input_is_skipped_counted_and_logged_once(tmp_path, tiny_episodes, caplog, make_config):
   root = tmp_path / "data"
   for f in tiny_episodes.rglob("*"):
     if f.is_file():
@@ -170,7 +172,7 @@ def test_bad_input_is_skipped_counted_and_logged_once(tmp_path, tiny_episodes, c
       dst.parent.mkdir(parents=True, exist_ok=True)
       dst.write_bytes(f.read_bytes())
   bad = _corrupt(root)
-  config = _config("episodes", str(root), batch=4, video=True)
+  config = make_config("episodes", str(root), batch=4, video=True)
   it = pipeline.make_train_iter(config)
   with caplog.at_level("WARNING"):
     for _ in range(12):  # 48 good examples = 8 epochs of the 6 good episodes
@@ -185,10 +187,10 @@ def test_bad_input_is_skipped_counted_and_logged_once(tmp_path, tiny_episodes, c
     assert sum(str(path) in r.getMessage() for r in caplog.records) == 1, path
 
 
-def test_all_bad_input_stops_with_a_clear_error(tmp_path, tiny_episodes, monkeypatch):
+def test_all_bad_input_stops_with_a_clear_error(tmp_path, tiny_episodes, monkeypatch, make_config):
   root = tmp_path / "data"
   (root / "x" / "e").mkdir(parents=True)
   (root / "x" / "e" / "episode.json").write_text("{}")
   monkeypatch.setattr(pipeline, "_MAX_CONSECUTIVE_SKIPS", 20)
   with pytest.raises(RuntimeError, match="bad episodes in a row"):
-    next(pipeline.make_train_iter(_config("episodes", str(root), batch=1)))
+    next(pipeline.make_train_iter(make_config("episodes", str(root), batch=1)))

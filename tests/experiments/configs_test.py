@@ -76,13 +76,12 @@ def test_shapes_that_do_not_divide_stop_at_start(tmp_path, override, field):
   assert not os.path.exists(tmp_path / "w" / "checkpoints")
 
 
-def test_base_config_matches_the_typed_defaults_and_design_layout():
+def test_base_config_matches_the_typed_defaults_and_design_layout(layout_config):
   """The library's typed defaults (which the moe/interaction tests build on)
-  and the tests' DESIGN.md layout are the base config's."""
+  and the tests' documented default layout are the base config's."""
   from experiments.configs import common
   from interaction.config import ModelConfig
   from interaction.layout import LayoutSpec
-  from tests.interaction.layout_test import layout_config
   assert ModelConfig.from_config(common.model_config()) == ModelConfig()
   assert (LayoutSpec.from_config(common.layout_config())
           == LayoutSpec.from_config(layout_config()))

@@ -12,7 +12,6 @@ from interaction.layout import LayoutSpec
 from interaction.model import InteractionModel
 from moe.config import MoEConfig
 from pallas_kernels.numerics import Numerics
-from tests.interaction.layout_test import layout_config
 
 # A tiny model with every embedder and an MoE layer (the tiny config's sizes).
 TINY = ModelConfig(
@@ -22,7 +21,7 @@ TINY = ModelConfig(
     flow=FlowConfig(width=32, depth=1, num_steps=2), kernels=Numerics(split_size=32))
 
 
-def test_dmel_bag_of_embeddings_shape_and_sum():
+def test_dmel_bag_of_embeddings_shape_and_sum(layout_config):
   spec = LayoutSpec.from_config(layout_config(video=True))
   emb = DMelEmbed(spec, 24, numerics=Numerics(), rngs=nnx.Rngs(0))
   bins = jax.random.randint(jax.random.key(0), (2, 3, 4, 320), 0, 16)
@@ -55,7 +54,7 @@ def test_hmlp_factors_must_multiply_to_patch():
     HMLPStem(40, (4, 2, 4), 32, numerics=Numerics(), rngs=nnx.Rngs(0))
 
 
-def test_model_content_shapes_per_stream():
+def test_model_content_shapes_per_stream(layout_config):
   model = InteractionModel(TINY, LayoutSpec.from_config(layout_config(video=True)),
                            rngs=nnx.Rngs(0))
   b, t = 2, 3

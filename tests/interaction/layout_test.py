@@ -1,7 +1,6 @@
 """Micro-turn layout: round trip, time alignment, config validation."""
 
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
@@ -9,28 +8,11 @@ from interaction import layout as lo
 from interaction.layout import LayoutSpec, Stream
 
 
-def layout_config(video: bool = False) -> ml_collections.ConfigDict:
-  """A `config.layout` section with DESIGN.md section 3's numbers.
-
-  video=True: 40x40 frames of one 40-pixel patch (the tiny config's). The
-  base config's layout is checked against this in
-  tests/experiments/configs_test.py.
-  """
-  return ml_collections.ConfigDict({
-      "turn_ms": 200.0, "sample_rate": 16000, "mel_hop_ms": 12.5,
-      "mel_win_ms": 50.0, "n_fft": 1024, "n_mels": 80, "fmin": 80.0,
-      "fmax": 7600.0, "dmel_bins": 16, "dmel_min": -7.0, "dmel_max": 2.0,
-      "frames_per_position": 4, "user_text_slots": 2,
-      "background_text_slots": 2, "model_text_slots": 2,
-      "video": {"enabled": video, "height": 40 if video else 160,
-                "width": 40 if video else 160, "patch": 40}})
-
-
-def _spec(video=True):
+def _spec(layout_config, video=True):
   return LayoutSpec.from_config(layout_config(video))
 
 
-def test_slot_counts_follow_design_defaults():
+def test_slot_counts_follow_design_defaults(layout_config):
   spec = LayoutSpec.from_config(layout_config())
   assert spec.frames_per_turn == 16
   assert spec.count(Stream.USER_AUDIO) == 4 and spec.count(Stream.MODEL_AUDIO) == 4
@@ -43,8 +25,8 @@ def test_slot_counts_follow_design_defaults():
 
 
 @pytest.mark.parametrize("video", [True, False])
-def test_round_trip_keeps_every_slot_in_its_turn(video):
-  spec = _spec(video)
+def test_round_trip_keeps_every_slot_in_its_turn(video, layout_config):
+  spec = _spec(layout_config, video)
   b, t = 2, 5
   streams = {}
   for s in Stream:
@@ -71,8 +53,8 @@ def test_round_trip_keeps_every_slot_in_its_turn(video):
   np.testing.assert_array_equal(meta["positions"], np.arange(t * spec.slots_per_turn))
 
 
-def test_slot_meta_continues_across_calls():
-  spec = _spec()
+def test_slot_meta_continues_across_calls(layout_config):
+  spec = _spec(layout_config)
   whole = spec.slot_meta(6)
   part = spec.slot_meta(2, first_turn=4)
   n = 2 * spec.slots_per_turn
@@ -80,8 +62,8 @@ def test_slot_meta_continues_across_calls():
     np.testing.assert_array_equal(whole[key][-n:], part[key])
 
 
-def test_predictor_is_previous_slot_and_input_block_precedes_output():
-  spec = _spec()
+def test_predictor_is_previous_slot_and_input_block_precedes_output(layout_config):
+  spec = _spec(layout_config)
   t = 3
   meta = spec.slot_meta(t)
   text_pred = spec.predictor_index(t, Stream.MODEL_TEXT)
@@ -94,8 +76,8 @@ def test_predictor_is_previous_slot_and_input_block_precedes_output():
   assert (meta["turn_index"][text_pred] == np.arange(t)[:, None]).all()
 
 
-def test_audio_frame_stacking_round_trip():
-  spec = _spec()
+def test_audio_frame_stacking_round_trip(layout_config):
+  spec = _spec(layout_config)
   frames = jnp.arange(2 * 16 * 80).reshape(2, 16, 80)
   slots = lo.stack_audio_frames(spec, frames)
   assert slots.shape == (2, 4, 320)
@@ -109,7 +91,7 @@ def test_audio_frame_stacking_round_trip():
     ("frames_per_position", 3, "layout.frames_per_position"),
     ("mel_hop_ms", 12.3, "layout."),
 ])
-def test_bad_layout_names_the_field(field, value, needle):
+def test_bad_layout_names_the_field(field, value, needle, layout_config):
   c = layout_config(video=True)
   target, key = (c.video, field.split(".")[1]) if "." in field else (c, field)
   target[key] = value

@@ -1,5 +1,5 @@
 """Streaming sessions: trainer-sampler bit alignment, batch invariance, eviction,
-unbounded sessions and bad input (DESIGN.md sections 4-5)."""
+unbounded sessions and bad input (the determinism contract, README.md)."""
 
 import functools
 

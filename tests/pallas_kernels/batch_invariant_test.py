@@ -160,7 +160,7 @@ def test_default_mode_matmul_does_depend_on_batch():
   """Companion of the bit-exact tests: plain XLA dots change with row count.
 
   On CPU XLA uses a matrix-vector kernel for one row and a matrix-matrix
-  kernel otherwise, with a different summation order (cpu_measurements.md).
+  kernel otherwise, with a different summation order (pallas_kernels/README.md).
   """
   x = _rand(0, (16, 256))
   w = _rand(1, (256, 768))
