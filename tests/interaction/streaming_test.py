@@ -1,5 +1,5 @@
 """Streaming sessions: trainer-sampler bit alignment, batch invariance, eviction,
-unbounded sessions and bad input (the determinism contract, README.md)."""
+unbounded sessions and bad input (README.md, the determinism contract)."""
 
 import functools
 
