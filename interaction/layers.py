@@ -13,13 +13,17 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import flax
 from flax import nnx
 
 from pallas_kernels import numerics as nm
 
 # Parameters carry logical sharding names (e.g. 'expert', 'tensor'); they are
 # placed on a mesh explicitly by the scale-out code, not eagerly at creation,
-# so single-device runs and eval_shape need no mesh.
+# so single-device runs and eval_shape need no mesh. use_eager_sharding's
+# stack is thread-local; the config default also reaches threads started
+# later (the session server builds models off the main thread).
+flax.config.update("flax_always_shard_variable", False)
 nnx.use_eager_sharding(False)
 
 

@@ -173,7 +173,12 @@ def _map_query_blocks(one_block, q_shape, hkv, nqb, rows, bq):
   """Runs one_block(i) -> (out [Hkv, R, d], lse [Hkv, R]) for every (batch
   row, query block) in sequence; returns out [B, Sq, Hq, d], lse [B, Sq, Hq]."""
   b, sq, hq, d = q_shape
-  out, lse = jax.lax.map(one_block, jnp.arange(b * nqb))
+  # The barrier keeps the caller's ops out of the blocks': with one block XLA
+  # removes the loop and fuses its last ops with what follows (a caller's
+  # `+ c` changed the bits of a one-block call, issue 12); with two or more
+  # it cannot. batch_invariant._map_row_blocks does the same.
+  out, lse = jax.lax.optimization_barrier(
+      jax.lax.map(one_block, jnp.arange(b * nqb)))
   out = out.reshape(b, nqb, hkv, rows, d)
   lse = lse.reshape(b, nqb, hkv, rows)
   return _unblock(out, b, sq, hq, bq), _unblock(lse, b, sq, hq, bq)
