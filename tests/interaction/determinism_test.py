@@ -25,27 +25,18 @@ import numpy as np
 import pytest
 
 from data_pipeline.pipeline import make_train_iter
-from experiments.configs import tiny
 from experiments.trainer import create_train_state
 from interaction.flow_head import euler_sample, unit_to_mel
 from interaction.params import load_model
 from interaction.streaming import Forced, SessionRunner, TurnInputs
-from tests.interaction.nontrivial import perturbed
+from tests.interaction.nontrivial import perturbed, tiny_session_config
 
 FREE_RUN_TURNS = 150
 
 
 def _config(mode="invariant", kv_heads=None, capacity=16, prefix=1,
             temperature=0.0):
-  c = tiny.get_config()
-  c.model.kernels.mode = mode
-  if kv_heads:
-    c.model.num_kv_heads = kv_heads
-  c.session.capacity_turns = capacity
-  c.session.prefix_turns = prefix
-  c.session.temperature = temperature
-  c.session.top_p = 0.9
-  return c
+  return tiny_session_config(mode, capacity, prefix, temperature, kv_heads=kv_heads)
 
 
 @functools.lru_cache(maxsize=None)

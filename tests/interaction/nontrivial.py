@@ -1,4 +1,5 @@
-"""Parameters that make every output depend on every layer (issue 12).
+"""Helpers of the model-level session tests: a tiny session config, and
+parameters that make every output depend on every layer (issue 12).
 
 `create_train_state` zero-initialises the flow head's output layer and its
 adaptive-norm modulations, so its velocity is exactly 0 and a session's mel is
@@ -24,3 +25,20 @@ def perturbed(params, seed: int = 0, scale: float = 0.05):
       x = x + jnp.asarray(noise, x.dtype)
     out.append(x)
   return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def tiny_session_config(mode="invariant", capacity=16, prefix=1, temperature=0.0,
+                        split=None, kv_heads=None):
+  """The `tiny` config with the session and kernel settings these tests vary."""
+  from experiments.configs import tiny
+  c = tiny.get_config()
+  c.model.kernels.mode = mode
+  if split:
+    c.model.kernels.split_size = split
+  if kv_heads:
+    c.model.num_kv_heads = kv_heads
+  c.session.capacity_turns = capacity
+  c.session.prefix_turns = prefix
+  c.session.temperature = temperature
+  c.session.top_p = 0.9
+  return c

@@ -9,24 +9,14 @@ import numpy as np
 import pytest
 
 from data_pipeline.pipeline import make_train_iter
-from experiments.configs import tiny
 from experiments.trainer import create_train_state
 from interaction.params import load_model
 from interaction.flow_head import euler_sample, unit_to_mel
 from interaction.streaming import Forced, SessionRunner, TurnInputs
-from tests.interaction.nontrivial import perturbed
+from tests.interaction.nontrivial import perturbed, tiny_session_config
 
 
-def _config(mode="invariant", capacity=16, prefix=1, temperature=0.0, split=None):
-  c = tiny.get_config()
-  c.model.kernels.mode = mode
-  if split:
-    c.model.kernels.split_size = split
-  c.session.capacity_turns = capacity
-  c.session.prefix_turns = prefix
-  c.session.temperature = temperature
-  c.session.top_p = 0.9
-  return c
+_config = tiny_session_config
 
 
 @functools.lru_cache(maxsize=None)

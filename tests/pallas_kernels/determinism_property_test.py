@@ -1,4 +1,4 @@
-"""Property-based determinism of the invariant kernels (issue 12, DESIGN.md 5).
+"""Property-based determinism of the invariant kernels (issue 12; README.md, the determinism contract).
 
 Hypothesis draws the shapes the hand-written tests fix: batch sizes, row
 counts, GQA ratios 1-8, head dims, split sizes, chunkings and cache
