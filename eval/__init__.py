@@ -10,9 +10,9 @@ Layout of the package (one job per module):
   predictions.py  reading replay folders and the benchmarks' prediction files
   scoring/      one scorer per benchmark, following the published code
   judges.py     offline rule-based judge and the LLM adapter slot
-  asr.py        the ASR-aligner slot for audio-only agents
-  vad.py        voice activity segments (webrtcvad) for the audio-based metrics
-  score.py      scoring one benchmark's predictions
+  asr.py        speech recognition with word times (PocketSphinx; transcribe, word_error_rate)
+  vad.py        voice activity segments (Silero VAD via ONNX, or webrtcvad)
+  score.py      scoring one benchmark's predictions, from the audio or the agent's events
   report.py, run.py  a suite into several agents, side-by-side reports
 
 The command lines live in experiments/ (evaluate, replay, score); this package

@@ -16,6 +16,9 @@ import re
 from eval import text as text_lib
 
 BEHAVIOR_TAGS = ("C_RESPOND", "C_RESUME", "C_UNCERTAIN_HANDLING", "C_UNKNOWN")
+_ACK = re.compile(r"^\W*(okay|ok|sure|of course|alright|all right|right|yes|yeah|got it|"
+                  r"no problem|go ahead|fine|understood)\b", re.I)
+_ACK_WORDS = frozenset("okay ok sure alright yes yeah right fine".split())
 _UNCERTAIN = re.compile(r"\b(sorry|pardon|did you say|what was that|come again|"
                         r"could you repeat|i didn't catch)\b", re.I)
 
@@ -30,6 +33,11 @@ class Judge(abc.ABC):
 
   def matches(self, reference: str, prediction: str, question: str = "") -> bool:
     return self.grade(reference, prediction, question=question, scale=(0, 1)) == 1
+
+  def interruption_rating(self, interrupt_text: str, reply: str, context_text: str = "") -> int:
+    """FD-bench v1 user interruption: 0-5, how relevant the reply is to the user's
+    interrupting turn (the published rubric)."""
+    return self.grade(interrupt_text, reply, question=context_text, scale=(0, 5))
 
   @abc.abstractmethod
   def behavior(self, *, overlap: tuple[float, float], words: list, current_turn_text: str,
@@ -74,6 +82,29 @@ class RuleJudge(Judge):
     if recall == 0:
       return lo
     return min(hi - 1, lo + max(1, int(recall * (hi - lo))))
+
+  def interruption_rating(self, interrupt_text, reply, context_text=""):
+    """0-5 relevance of a reply to the user's interrupting turn, by rules.
+
+    The turn is what the user said, not an answer key, so matching it is not
+    the test. 0: no words, or an echo (nothing of its own once the user's words
+    and bare acknowledgements are taken out: repeating the user answers nothing). Otherwise two signals:
+    it yields to the interruption (opens with an acknowledgement: okay, sure,
+    of course, ...) and it takes the turn up (shares a content word with it).
+    Both: 5; only taking it up: 3; only yielding: 2; neither: 1.
+    """
+    user, said = text_lib.tokens(interrupt_text), text_lib.tokens(reply)
+    if not said:
+      return 0
+    user_words = set(user)
+    own = [t for t in said
+           if t not in text_lib.STOPWORDS and t not in user_words and t not in _ACK_WORDS]
+    if not own:
+      return 0  # an echo ("Okay. <the user's words>?" included)
+    takes_up = bool(set(text_lib.content_tokens(interrupt_text)) & set(said))
+    yields = bool(_ACK.match(reply))
+    return {(True, True): 5, (True, False): 3, (False, True): 2, (False, False): 1}[
+        (takes_up, yields)]
 
   def behavior(self, *, overlap, words, current_turn_text, context_text):
     """First model segment (words joined at gaps <= 0.5 s) ending after the overlap:
@@ -175,6 +206,9 @@ class LLMJudge(Judge):
           return g
         return lo + round((g - 1) / 2 * (hi - lo)) if hi - lo > 1 else int(g == 3)
     raise ValueError("LLM judge reply had no parseable score")
+
+  def interruption_rating(self, interrupt_text, reply, context_text=""):
+    return self.grade(interrupt_text, reply, question=context_text, scale=(0, 5))
 
   def behavior(self, *, overlap, words, current_turn_text, context_text):
     user = (f"Overlap window (s): {list(overlap)}\nUser context: {context_text}\n"

@@ -49,13 +49,26 @@ def _subdirs(path: str) -> list[str]:
                 if not d.startswith(".") and os.path.isdir(os.path.join(path, d)))
 
 
+# Files that mark a folder as one FD-bench sample (scoring needs no input.wav:
+# a sample folder may hold only the reference json and the model's output.json).
+SAMPLE_FILES = ("input.wav", "pause.json", "turn_taking.json", "interrupt.json",
+                "metadata.json", "output.json", "output.wav")
+# Seconds a reference time may pass the input's end (wav lengths are whole samples,
+# reference times are written rounded).
+_END_SLACK_S = 0.05
+
+
+def _is_sample_dir(d: str) -> bool:
+  return any(os.path.exists(os.path.join(d, f)) for f in SAMPLE_FILES)
+
+
 def _sample_dirs(root: str) -> list[tuple[str, str]]:
   """(task_dir_name, sample_dir) pairs under `root` = benchmark or task folder."""
   if not os.path.isdir(root):
     raise ValueError(f"benchmark folder not found: {root}")
   subs = _subdirs(root)
   # A task folder holds sample folders directly; a benchmark folder holds tasks.
-  if any(os.path.exists(os.path.join(root, s, "input.wav")) for s in subs):
+  if any(_is_sample_dir(os.path.join(root, s)) for s in subs):
     return [(os.path.basename(os.path.normpath(root)), os.path.join(root, s)) for s in subs]
   out = []
   for task in subs:
@@ -80,6 +93,51 @@ def _check_audio(sample: Sample) -> None:
     sample.duration  # reads the header
   except ValueError as e:
     sample.media_error = str(e)
+
+
+def _check_within_audio(sample: Sample, points) -> None:
+  """ValueError when a reference time the agent must react to lies past the end
+  of the input audio: it could never answer (a truncated input.wav would score
+  take-over 0 in silence). Skipped without a readable input.wav (scoring only)."""
+  if sample.media_error or not sample.audio_path:
+    return
+  dur = sample.duration
+  for what, t in points:
+    if t > dur + _END_SLACK_S:
+      raise ValueError(f"reference {what} {t:g} s lies past the end of "
+                       f"{os.path.basename(sample.audio_path)} ({dur:.2f} s): truncated input?")
+
+
+def _reference_points(sample: Sample) -> list:
+  """(what, time) the agent must hear before it can answer: a pause's end (the
+  user resumes), the turn end (turn_taking.json [0]), the interruption's end
+  ([1]), the v1.5 overlap's end, a target window's start (a window may run past
+  the input: answering early in it is right), the spoken instruction's end."""
+  ref, b = sample.reference, sample.benchmark
+  if b == "fdb_v1":
+    return ([("pause.json timestamp end", p[1]) for p in ref.get("pause", [])]
+            + [("turn_taking.json timestamp start", t[0]) for t in ref.get("turn", [])[:1]]
+            + ([("interrupt.json timestamp end", ref["interrupt"][1])]
+               if "interrupt" in ref else []))
+  if b == "fdb_v1_5":
+    return [("metadata.json timestamps end", ref["overlap"][1])]
+  if b in ("timespeak", "cuespeak"):
+    return ([("task.json instruction_time end", ref["instruction_time"][1])]
+            + [(f"task.json targets[{i}].window start", t["window"][0])
+               for i, t in enumerate(ref["targets"])])
+  return []
+
+
+def _audio_sample(sample: Sample, errors: list, key: str):
+  """Checks an audio sample's media and reference times; the sample, or None
+  (and a SampleError) when its reference cannot be answered."""
+  _check_audio(sample)
+  try:
+    _check_within_audio(sample, _reference_points(sample))
+  except ValueError as e:
+    errors.append(SampleError(key, sample.benchmark, str(e)))
+    return None
+  return sample
 
 
 # --------------------------------------------------------------------------- #
@@ -139,8 +197,8 @@ def load_fdb_v1(root: str) -> LoadResult:
       continue
     s = Sample(sid, "fdb_v1", task, d, ref, audio_path=os.path.join(d, "input.wav"),
                group=task_dir)
-    _check_audio(s)
-    samples.append(s)
+    if _audio_sample(s, errors, f"{task_dir}/{sid}"):
+      samples.append(s)
   return LoadResult(samples, errors, _read_manifest(root))
 
 
@@ -165,8 +223,8 @@ def load_fdb_v1_5(root: str) -> LoadResult:
     clean = os.path.join(d, "clean_input.wav")
     ref["clean_input"] = clean if os.path.exists(clean) else None
     s = Sample(sid, "fdb_v1_5", task, d, ref, audio_path=os.path.join(d, "input.wav"))
-    _check_audio(s)
-    samples.append(s)
+    if _audio_sample(s, errors, f"{task}/{sid}"):
+      samples.append(s)
   return LoadResult(samples, errors, _read_manifest(root))
 
 
@@ -381,8 +439,8 @@ def _load_task_suite(root: str, family: str) -> LoadResult:
       user_text = [(ref["instruction_time"][0], ref["instruction"])]
     s = Sample(sid, family, "", d, ref, audio_path=os.path.join(d, "input.wav"),
                user_text=user_text, question=ref["instruction"])
-    _check_audio(s)
-    samples.append(s)
+    if _audio_sample(s, errors, sid):
+      samples.append(s)
   return LoadResult(samples, errors, _read_manifest(root))
 
 
@@ -401,19 +459,48 @@ LOADERS = {"fdb_v1": load_fdb_v1, "fdb_v1_5": load_fdb_v1_5,
 
 
 def load(benchmark: str, root: str) -> LoadResult:
-  """Loads one benchmark; raises ValueError only when the root itself is unusable."""
+  """Loads one benchmark; raises ValueError only when the root itself is unusable
+  (missing, or holding no sample at all: never an empty score)."""
   if benchmark not in LOADERS:
     raise ValueError(f"unknown benchmark {benchmark!r}; known: {sorted(LOADERS)}")
-  return LOADERS[benchmark](root)
+  res = LOADERS[benchmark](root)
+  if not res.samples and not res.errors:
+    raise ValueError(f"{benchmark} folder {root} holds no samples (expected the layout "
+                     f"in WORKSPACE.md, section eval)")
+  return res
+
+
+def _fdb_kind(task_dir: str):
+  """'fdb_v1' / 'fdb_v1_5' when `task_dir` is an FD-bench task folder, else None."""
+  kinds = set()
+  for s in _subdirs(task_dir):
+    d = os.path.join(task_dir, s)
+    if any(os.path.exists(os.path.join(d, f)) for f in FDB_V1_TASK_FILES):
+      kinds.add("fdb_v1")
+    elif os.path.exists(os.path.join(d, "metadata.json")):
+      kinds.add("fdb_v1_5")
+    elif "backchannel" in os.path.basename(task_dir) and _is_sample_dir(d):
+      kinds.add("fdb_v1")  # icc_backchannel samples have no task file
+  return kinds.pop() if len(kinds) == 1 else None
 
 
 def discover(suite_root: str) -> dict[str, str]:
-  """Benchmark name -> folder for every known benchmark folder under a suite."""
+  """Benchmark name -> folder for every known benchmark folder under a suite.
+
+  A suite is a folder of benchmark folders (`SUITE/fdb_v1/...`), or one
+  FD-bench release as published, its task folders directly under it
+  (`DIR/candor_turn_taking/<id>/...`): that folder is then the benchmark.
+  """
   found = {}
   for b in LOADERS:
     p = os.path.join(suite_root, b)
     if os.path.isdir(p):
       found[b] = p
+  if found or not os.path.isdir(suite_root):
+    return found
+  kinds = {_fdb_kind(os.path.join(suite_root, t)) for t in _subdirs(suite_root)} - {None}
+  if len(kinds) == 1:
+    found[kinds.pop()] = suite_root
   return found
 
 

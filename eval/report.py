@@ -1,4 +1,11 @@
-"""Side-by-side report: every metric of every agent, per benchmark."""
+"""Side-by-side report: every metric of every agent, per benchmark.
+
+Per benchmark: the metrics under the benchmark's default timing source, then
+(when scored both ways) every metric under `audio` and `events` side by
+side, the recogniser's word error rate against the agent's own text, and the
+samples where the two sources disagree (a metric differs, or the text says it
+speaks while the audio is silent, or the reverse).
+"""
 
 from __future__ import annotations
 
@@ -19,6 +26,39 @@ HEADLINE = (("timespeak", "accuracy", 1, "TimeSpeak acc"),
             ("proactive_videoqa", "PAUC@0.5", 0.01, "PAUC@0.5"),
             ("fdb_v1", "turn_taking/TOR", 1, "FDB turn-taking TOR"),
             ("fdb_v1_5", "user_backchannel/desired_rate", 1, "FDB1.5 backchannel resume"))
+
+
+def turn_taking_objective(metrics: dict):
+  """How well an agent takes turns on FD-bench (the VAD cascade's tuning score).
+
+  The mean of four rates in [0, 1]: turn-taking TOR, 1 - pause TOR (not
+  talking into pauses), interruption TOR and v1.5 backchannel desired rate;
+  minus 0.25 per second of mean latency (turn-taking and interruption; a
+  missing latency counts 2 s): a reply 0.4 s later costs what one task in ten
+  does. metrics: benchmark -> metrics. None when a term is missing.
+  """
+  f, g = metrics.get("fdb_v1", {}), metrics.get("fdb_v1_5", {})
+  rates = [f.get("turn_taking/TOR"), f.get("pause_handling/TOR"),
+           f.get("user_interruption/TOR"), g.get("user_backchannel/desired_rate")]
+  if any(r is None for r in rates):
+    return None
+  rates[1] = 1.0 - rates[1]
+  lat = [f.get("turn_taking/latency_s"), f.get("user_interruption/latency_s")]
+  lat = [2.0 if v is None else v for v in lat]
+  return sum(rates) / len(rates) - 0.25 * sum(lat) / len(lat)
+
+
+OBJECTIVES = {"turn_taking": turn_taking_objective}
+
+
+def ranking(results: dict, objective: str) -> list:
+  """[(agent, score)] best first, by OBJECTIVES[objective] on each agent's metrics."""
+  if objective not in OBJECTIVES:
+    raise ValueError(f"unknown objective {objective!r}; known: {sorted(OBJECTIVES)}")
+  fn = OBJECTIVES[objective]
+  scored = [(a, fn({b: r.get("metrics", {}) for b, r in by_b.items()}))
+            for a, by_b in results.items()]
+  return sorted(scored, key=lambda x: -x[1] if x[1] is not None else float("inf"))
 
 
 def _fmt(v):
@@ -61,6 +101,13 @@ def to_markdown(results: dict, meta: dict) -> str:
         str(len(results[a].get(b, {}).get("errors", []))) for a in agents) + " |")
     for note in sorted({n for a in agents for n in results[a].get(b, {}).get("notes", [])}):
       lines.append(f"\nNote: {note}")
+    lines += _timing_section(results, agents, b)
+  if meta.get("rank_by"):
+    lines += ["", f"## Ranking by `{meta['rank_by']}`", "",
+              (OBJECTIVES[meta["rank_by"]].__doc__ or "").strip().split("\n")[0], "",
+              "| rank | agent | score | settings |", "|---|---|---|---|"]
+    for i, (a, v) in enumerate(ranking(results, meta["rank_by"]), 1):
+      lines.append(f"| {i} | {a} | {_fmt(v)} | `{json.dumps(meta.get('agents', {}).get(a, {}))}` |")
   errs = [(a, e) for a in agents for b in benchmarks
           for e in results[a].get(b, {}).get("errors", [])]
   lines += ["", "## Per-sample errors", ""]
@@ -69,6 +116,54 @@ def to_markdown(results: dict, meta: dict) -> str:
   for a, e in errs:
     lines.append(f"- {a} / {e.get('benchmark')} / `{e.get('key')}`: {e.get('error')}")
   return "\n".join(lines) + "\n"
+
+
+_MAX_LISTED = 12  # disagreeing samples listed per agent and benchmark
+
+
+def _timing_section(results, agents, b) -> list[str]:
+  both = [a for a in agents if "by_timing" in results[a].get(b, {})]
+  if not both:
+    return []
+  lines = ["", f"### {b}: timing source audio vs events", "",
+           "`audio`: what the listener hears (VAD + recogniser on output.wav); "
+           "`events`: the agent's own word times. Metrics above use "
+           + ", ".join(sorted({results[a][b].get("timing", "?") for a in both})) + ".", ""]
+  keys = []
+  for a in both:
+    for t in ("audio", "events"):
+      for k in results[a][b]["by_timing"].get(t, {}):
+        if k not in keys:
+          keys.append(k)
+  cols = [(a, t) for a in both for t in ("audio", "events")]
+  lines.append("| metric | " + " | ".join(f"{a} · {t}" for a, t in cols) + " |")
+  lines.append("|---|" + "---|" * len(cols))
+  for k in keys:
+    lines.append(f"| {k} | " + " | ".join(
+        _fmt(results[a][b]["by_timing"].get(t, {}).get(k)) for a, t in cols) + " |")
+  lines.append("")
+  for a in both:
+    r = results[a][b]
+    sp = r.get("speech", {})
+    n_words = sum(v.get("text_words", 0) for v in sp.values())
+    wer = r.get("wer_text_vs_audio")
+    text_only = sum(v.get("text_only_s", 0) for v in sp.values())
+    audio_only = sum(v.get("audio_only_s", 0) for v in sp.values())
+    noise = sum(max(0.0, v.get("sound_s", 0) - v.get("audio_s", 0)) for v in sp.values())
+    lines.append(f"- **{a}**: recogniser WER against its text {_fmt(wer)} ({n_words} words); "
+                 f"text speaks {text_only:.1f} s where the audio has no speech, audio has "
+                 f"{audio_only:.1f} s of speech its text does not say and {noise:.1f} s of "
+                 "sound that is not speech; "
+                 f"{len(r.get('disagreements', []))} of {len(r.get('per_sample', []))} "
+                 "samples disagree.")
+    for d in r.get("disagreements", [])[:_MAX_LISTED]:
+      diff = ", ".join(f"{k} audio {_fmt(v[0])} vs events {_fmt(v[1])}"
+                       for k, v in d["differs"].items())
+      lines.append(f"  - `{d['key']}`: " + "; ".join(x for x in (diff, d.get("what")) if x))
+    extra = len(r.get("disagreements", [])) - _MAX_LISTED
+    if extra > 0:
+      lines.append(f"  - ... and {extra} more (report.json)")
+  return lines
 
 
 def plot(results: dict, path: str) -> bool:

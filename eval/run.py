@@ -14,8 +14,8 @@ import os
 from eval import loaders
 from eval.judges import make_judge
 from eval.replay import ReplayConfig, replay
-from eval.report import write_report
-from eval.score import score_benchmark
+from eval.report import OBJECTIVES, write_report
+from eval.score import score_benchmark, score_both
 
 
 def find_benchmarks(suite: str, benchmarks=()) -> dict:
@@ -33,13 +33,24 @@ def find_benchmarks(suite: str, benchmarks=()) -> dict:
 
 
 def run_suite(suite: str, agents: dict, out: str, *, benchmarks=(), judge=None,
-              vad: str = "webrtc", omega: float | None = None, strict: bool = False,
-              replay_config: ReplayConfig | None = None) -> dict:
+              vad: str = "silero", omega: float | None = None, strict: bool = False,
+              timing: str = "both", replay_config: ReplayConfig | None = None,
+              rank_by: str = "") -> dict:
   """Replays and scores every benchmark of `suite` with each agent; writes the report.
 
   agents: report label -> Agent (built by the caller, so a bad setting fails
-  before any replay). Returns label -> benchmark -> ScoreResult.to_json().
+  before any replay). timing: 'both' (default: each benchmark's default source
+  as its metrics, both sources side by side and their per-sample
+  disagreements in the report), 'default' (each benchmark's default source
+  only), 'audio' or 'events' (that source only). rank_by: an objective of
+  eval.report.OBJECTIVES to rank the agents by in the report ('' = none).
+  Returns label -> benchmark -> ScoreResult.to_json() (+ `by_timing`,
+  `disagreements` with 'both').
   """
+  if timing not in ("both", "default", "audio", "events"):
+    raise ValueError(f"timing must be both|default|audio|events, got {timing!r}")
+  if rank_by and rank_by not in OBJECTIVES:
+    raise ValueError(f"rank_by: unknown objective {rank_by!r}; known: {sorted(OBJECTIVES)}")
   judge = judge or make_judge("rule")
   found = find_benchmarks(suite, benchmarks)
   results, agent_meta, manifests = {}, {}, {}
@@ -57,10 +68,14 @@ def run_suite(suite: str, agents: dict, out: str, *, benchmarks=(), judge=None,
       pred_dir = os.path.join(out, name, b)
       replay(agent, loaded.samples, pred_dir, replay_config or ReplayConfig(),
              loaded.errors)
-      res = score_benchmark(b, root, pred_dir, judge=judge, vad=vad, omega=omega,
-                            strict=strict, loaded=loaded)
-      results[name][b] = res.to_json()
-  meta = {"suite": suite, "agents": agent_meta, "judge": judge.name,
+      kwargs = dict(judge=judge, vad=vad, omega=omega, strict=strict, loaded=loaded)
+      if timing == "both":
+        results[name][b] = score_both(b, root, pred_dir, **kwargs)
+      else:
+        results[name][b] = score_benchmark(b, root, pred_dir, **kwargs,
+                                           timing=None if timing == "default" else timing).to_json()
+  meta = {"suite": suite, "agents": agent_meta, "judge": judge.name, "timing": timing,
+          "rank_by": rank_by,
           "manifests": {b: m for b, m in manifests.items() if m}}
   write_report(out, results, meta)
   return results

@@ -32,24 +32,82 @@ def load_model(checkpoint: str | None, config=None):
   return config, params_lib.init_params(config, int(config.train.seed))
 
 
+GRIFFIN_LIM = "griffin_lim"
+
+
+def load_vocoder(checkpoint: str | None, vocoder: str | None = None):
+  """The learned vocoder a model agent speaks through, or None for Griffin-Lim.
+
+  vocoder: a vocoder checkpoint (its dir, or a workdir holding vocoder/;
+  a missing one is an error), 'griffin_lim' to force the fallback, or
+  ''/None: <checkpoint>/vocoder when that exists (written by
+  `python -m experiments.train_vocoder --workdir=<checkpoint>`), else Griffin-Lim.
+  """
+  from interaction import learned_vocoder
+  if vocoder == GRIFFIN_LIM:
+    return None
+  if vocoder:
+    return learned_vocoder.load_vocoder(vocoder)
+  if checkpoint and learned_vocoder.has_vocoder(checkpoint):
+    return learned_vocoder.load_vocoder(checkpoint)
+  return None
+
+
+def model_config(name_or_file: str):
+  """A model config by name (`tiny` = experiments/configs/tiny.py) or file path."""
+  import importlib
+  import importlib.util
+  import os
+  if name_or_file.endswith(".py"):
+    if not os.path.exists(name_or_file):
+      raise ValueError(f"model config file not found: {name_or_file}")
+    spec = importlib.util.spec_from_file_location("model_config", name_or_file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+  else:
+    try:
+      module = importlib.import_module(f"experiments.configs.{name_or_file}")
+    except ModuleNotFoundError:
+      raise ValueError(f"no model config {name_or_file!r} in experiments/configs") from None
+  return module.get_config()
+
+
 def build_agent(kind: str, settings: dict, *, tts: str = "auto"):
   """An agent of `kind` (see eval.agents.AGENTS) from its settings.
 
   settings: constructor arguments; for 'model', `checkpoint` (a workdir) instead
-  of config/params. `tts` is the replay's speech backend, used by the agents
-  that speak unless their settings name their own.
+  of config/params, or `config` (a model config name or file) alone for a
+  randomly initialised model (smoke tests: its output is noise); `temperature`
+  overrides the session's text sampling temperature; `vocoder` picks its audio
+  out (see `load_vocoder`: default the checkpoint's vocoder/ if trained, else
+  Griffin-Lim). `tts` is the
+  replay's speech backend, used by the agents that speak unless their settings
+  name their own.
   """
   if kind not in AGENTS:
     raise ValueError(f"unknown agent {kind!r}; known: {', '.join(AGENTS)}")
   settings = dict(settings)
   if kind == "model":
     checkpoint = settings.pop("checkpoint", None) or None
+    config_name = settings.pop("config", None) or None
+    temperature = settings.pop("temperature", None)
+    vocoder = settings.pop("vocoder", None)
     if settings:
       raise ValueError(f"model agent: unknown settings {sorted(settings)}")
-    if not checkpoint:
-      raise ValueError("model agent: set its checkpoint (a training workdir)")
-    config, params = load_model(checkpoint)
-    return make_agent("model", config=config, params=params, checkpoint=checkpoint)
+    if not checkpoint and not config_name:
+      raise ValueError("model agent: set its checkpoint (a training workdir), or a model "
+                       "config (e.g. config=tiny) for a randomly initialised model")
+    if checkpoint and config_name:
+      raise ValueError("model agent: set checkpoint or config, not both (a checkpoint "
+                       "carries its own config)")
+    config, params = load_model(checkpoint, model_config(config_name) if config_name else None)
+    if temperature is not None:  # text sampling of the session (0 = greedy)
+      if temperature < 0:
+        raise ValueError(f"model agent: temperature must be >= 0, got {temperature}")
+      with config.unlocked():
+        config.session.temperature = float(temperature)
+    return make_agent("model", config=config, params=params, checkpoint=checkpoint,
+                      vocoder=load_vocoder(checkpoint, vocoder))
   if kind in _SPEAKING:
     settings.setdefault("tts_backend", tts)
   try:

@@ -16,6 +16,7 @@ import json
 from absl import flags
 from ml_collections import config_flags
 
+from eval import report as report_lib
 from eval.judges import make_judge
 from eval.replay import ReplayConfig
 from eval.run import find_benchmarks, run_suite
@@ -40,8 +41,9 @@ def evaluate(config) -> dict:
                                resume=r.resume, progress=r.progress)
   s = config.score
   return run_suite(config.suite, agents, config.out, benchmarks=benchmarks,
-                   judge=make_judge(s.judge), vad=s.vad, omega=s.omega,
-                   strict=s.strict, replay_config=replay_config)
+                   judge=make_judge(s.judge), vad=s.vad, timing=s.timing, omega=s.omega,
+                   strict=s.strict, replay_config=replay_config,
+                   rank_by=config.get("rank_by", ""))
 
 
 def _headline(metrics: dict) -> str:
@@ -57,6 +59,9 @@ def main(argv):
     for b, r in by_bench.items():
       print(f"{agent:12s} {b:18s} {_headline(r['metrics'])}"
             + (f"  ({len(r['errors'])} errors)" if r["errors"] else ""))
+  if config.get("rank_by"):
+    for i, (agent, v) in enumerate(report_lib.ranking(results, config.rank_by), 1):
+      print(f"rank {i}: {agent} {config.rank_by}={'n/a' if v is None else f'{v:.3f}'}")
   print(f"report: {config.out}/report.md")
   print(json.dumps({a: {b: r["metrics"] for b, r in rs.items()}
                     for a, rs in results.items()}))

@@ -2,7 +2,8 @@ r"""Replay one benchmark folder into one agent (no scoring).
 
   python -m experiments.replay --agent=vad_cascade --benchmark=timespeak \
       --data=SUITE/timespeak --out=runs/cascade/timespeak [--pace=wall] \
-      [--end_silence_s=0.6] [--response_delay_s=0] [--tts=auto|espeak|placeholder] \
+      [--end_silence_s=S] [--cascade_vad=webrtc|silero] [--response_delay_s=0] \
+      [--tts=auto|espeak|placeholder] \
       [--recorded_dir=DIR] [--checkpoint=WORKDIR] [--notimeline] [--noresume]
 
 Writes OUT/<key>/{output.wav,events.jsonl,timeline.png,meta.json} (see
@@ -19,6 +20,7 @@ from absl import flags
 from eval import loaders
 from eval.agents import AGENTS
 from eval.agents.base import OUTPUT_LAG_CHUNKS
+from eval.agents.vad_cascade import DEFAULTS as CASCADE
 from eval.replay import ReplayConfig, replay
 from experiments import agents as agents_lib
 from experiments import cli
@@ -34,7 +36,14 @@ _TIMELINE = flags.DEFINE_bool("timeline", True, "Draw timeline.png per sample.")
 _RESUME = flags.DEFINE_bool("resume", True, "Skip samples already done.")
 _RECORDED = flags.DEFINE_string("recorded_dir", None, "recorded: a previous replay folder.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "model: a training workdir.")
-_END_SILENCE = flags.DEFINE_float("end_silence_s", 0.6, "vad_cascade: end-of-turn silence.")
+_END_SILENCE = flags.DEFINE_float("end_silence_s", CASCADE["end_silence_s"],
+                                  "vad_cascade: end-of-turn silence (default: the tuned one).")
+_CASCADE_VAD = flags.DEFINE_enum("cascade_vad", CASCADE["vad"], ["webrtc", "silero"],
+                                 "vad_cascade: its VAD (default: the tuned one).")
+_AGGRESSIVENESS = flags.DEFINE_integer("aggressiveness", CASCADE["aggressiveness"],
+                                       "vad_cascade: webrtcvad aggressiveness 0..3.")
+_THRESHOLD = flags.DEFINE_float("threshold", CASCADE["threshold"],
+                                "vad_cascade: Silero speech threshold.")
 _DELAY = flags.DEFINE_float("response_delay_s", 0.0, "vad_cascade: extra reply delay.")
 _TTS = flags.DEFINE_enum("tts", "auto", ["auto", "espeak", "placeholder"],
                          "Speech backend of oracle and vad_cascade.")
@@ -45,7 +54,9 @@ def _settings(agent: str) -> dict:
   if agent == "recorded":
     return {"recorded_dir": _RECORDED.value}
   if agent == "vad_cascade":
-    return {"end_silence_s": _END_SILENCE.value, "response_delay_s": _DELAY.value}
+    return {"end_silence_s": _END_SILENCE.value, "response_delay_s": _DELAY.value,
+            "vad": _CASCADE_VAD.value, "aggressiveness": _AGGRESSIVENESS.value,
+            "threshold": _THRESHOLD.value}
   if agent == "model":
     return {"checkpoint": _CHECKPOINT.value}
   return {}

@@ -3,7 +3,10 @@ r"""Run a model's streaming session over a file on a simulated clock.
   python -m experiments.run_session --checkpoint=WORKDIR --input=FILE.wav \
       [--video=FILE.npz] [--text="typed at t=0"] --out=DIR
 
-WORKDIR is a training run's workdir (config.json + checkpoints/). Without
+WORKDIR is a training run's workdir (config.json + checkpoints/); its voice is
+the learned vocoder in WORKDIR/vocoder/ when one was trained there
+(`python -m experiments.train_vocoder`), else Griffin-Lim (`--vocoder` picks
+another, or `--vocoder=griffin_lim`). Without
 --checkpoint, `--config=FILE` runs a randomly initialised model (for smoke
 tests; its output is noise). The file goes through the eval harness
 (eval.replay) with the model agent, so it is heard exactly as a benchmark
@@ -33,6 +36,10 @@ _INPUT = flags.DEFINE_string("input", None, "Input audio file (any rate; mono)."
 _VIDEO = flags.DEFINE_string("video", None, "Optional .npz video (frames, fps).")
 _TEXT = flags.DEFINE_string("text", None, "Optional text typed at t=0.")
 _OUT = flags.DEFINE_string("out", None, "Output directory.")
+_VOCODER = flags.DEFINE_string(
+    "vocoder", "", "Audio out: '' = the checkpoint's vocoder/ when trained "
+    "(experiments.train_vocoder), else Griffin-Lim; 'griffin_lim'; or a vocoder "
+    "checkpoint (its dir or a workdir holding vocoder/).")
 flags.mark_flags_as_required(["input", "out"])
 
 
@@ -52,10 +59,13 @@ def main(argv):
   del argv
   sample = file_sample(_INPUT.value, _VIDEO.value, _TEXT.value)  # fails before loading
   config, params = agents_lib.load_model(_CHECKPOINT.value, _CONFIG.value)
-  agent = make_agent("model", config=config, params=params, checkpoint=_CHECKPOINT.value)
+  vocoder = agents_lib.load_vocoder(_CHECKPOINT.value, _VOCODER.value)
+  agent = make_agent("model", config=config, params=params, checkpoint=_CHECKPOINT.value,
+                     vocoder=vocoder)
   stats = replay_to_dir(agent, sample, _OUT.value, ReplayConfig(resume=False))
   print(json.dumps({"turns": stats["steps"], "seconds": round(stats["audio_s"], 3),
-                    "events": stats["events"], "out": _OUT.value}))
+                    "events": stats["events"], "out": _OUT.value,
+                    "vocoder": vocoder.source if vocoder else agents_lib.GRIFFIN_LIM}))
 
 
 if __name__ == "__main__":

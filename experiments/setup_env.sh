@@ -46,6 +46,9 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 echo "[setup] installing the package and its test extras into .venv"
 .venv/bin/python -m pip install -q -e ".[test]"
+# Silero VAD's model files for eval/vad.py (run with onnxruntime). --no-deps: the
+# package's one hard dependency is torch, which the ONNX path never imports.
+.venv/bin/python -m pip install -q --no-deps "silero-vad==6.2.3"
 # Optional: a side environment in which the MoE Triton kernels run on the CPU under
 # Triton's interpreter (TRITON_INTERPRET=1 needs torch CPU tensors). No CPU build of torch
 # for Python >= 3.12 is reachable from these machines, so when a local CPU wheel of torch

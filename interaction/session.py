@@ -10,6 +10,12 @@ background results (consumed a few tokens per micro-turn, as the layout has
 slots for), the streaming vocoder and the text events. Every chunk is checked
 before anything is touched, so a bad chunk raises a ValueError and leaves the
 session exactly as it was.
+
+Audio out: the learned streaming vocoder when one is given (`vocoder=` a
+`interaction.learned_vocoder.LearnedVocoder`, or the path of a vocoder
+checkpoint; its speech comes `delay_samples` late, 41 ms by default), else
+the chunked Griffin-Lim (`vocoder=True` or None, the fallback);
+`vocoder=False` gives silence (tests).
 """
 
 from __future__ import annotations
@@ -57,9 +63,9 @@ class _Eventizer:
     out = []
     for tok in tokens:
       tok = int(tok)
-      if tok == TOKENIZER.delegate_id:
+      if tok in (TOKENIZER.delegate_id, TOKENIZER.cancel_id):
         self._flush(out)
-        out.append({"t_start": t0, "t_end": t1, "text": "<delegate>",
+        out.append({"t_start": t0, "t_end": t1, "text": TOKENIZER.token_to_str(tok),
                     "stream": "control"})
       elif TOKENIZER.is_special(tok) or tok in (0x20, 0x0A):
         self._flush(out)
@@ -75,7 +81,7 @@ class Sessions:
   """B streaming sessions stepped together as one batch."""
 
   def __init__(self, config, params, batch_size: int = 1, seeds=None,
-               scfg: SessionConfig | None = None, vocoder: bool = True):
+               scfg: SessionConfig | None = None, vocoder=True):
     self.config = config
     self.spec: LayoutSpec = LayoutSpec.from_config(config.layout)
     self.runner = SessionRunner(config, params, scfg)
@@ -85,10 +91,22 @@ class Sessions:
     mel_params = mel_lib.MelParams.from_layout(config.layout)
     self.frontends = [StreamingMelFrontend(self.spec, mel_params)
                       for _ in range(self.batch_size)]
-    self.vocoders = ([StreamingVocoder(self.spec, n_iter=sc.vocoder_iters,
-                                       context_frames=sc.vocoder_context_frames,
-                                       params=mel_params)
-                      for _ in range(self.batch_size)] if vocoder else None)
+    self.vocoder = True if vocoder is None else vocoder   # None: none given
+    if isinstance(vocoder, str):
+      from interaction.learned_vocoder import load_vocoder
+      self.vocoder = load_vocoder(vocoder)
+    if isinstance(self.vocoder, bool):
+      self.vocoders = ([StreamingVocoder(self.spec, n_iter=sc.vocoder_iters,
+                                         context_frames=sc.vocoder_context_frames,
+                                         params=mel_params)
+                        for _ in range(self.batch_size)] if self.vocoder else None)
+    elif hasattr(self.vocoder, "streamer"):
+      from interaction.learned_vocoder import check_layout
+      check_layout(self.vocoder.config, self.spec, where="session vocoder")
+      self.vocoders = [self.vocoder.streamer() for _ in range(self.batch_size)]
+    else:
+      raise ValueError(f"vocoder: expected True (Griffin-Lim), False (no audio), a "
+                       f"LearnedVocoder or a vocoder checkpoint path, got {vocoder!r}")
     self.reset()
 
   def reset(self, seeds=None):

@@ -20,6 +20,8 @@ SPECIAL_TOKENS = (
     "<epad>",      # end of a spoken phrase inside the inner monologue
     "<delegate>",  # hand the conversation to the background model
     "<unk>",
+    "<cancel>",    # stop the running background job(s); fills the vocabulary's
+                   # padding (263 -> 264 ids either way), so no config changes
 )
 
 
@@ -55,6 +57,10 @@ class ByteTokenizer:
   @property
   def delegate_id(self) -> int:
     return self.special_id("<delegate>")
+
+  @property
+  def cancel_id(self) -> int:
+    return self.special_id("<cancel>")
 
   def is_special(self, token_id: int) -> bool:
     return token_id >= NUM_BYTES

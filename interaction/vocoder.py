@@ -1,10 +1,12 @@
 """The way back for listening: log10 mel -> waveform.
 
-`Vocoder` is the interface (a neural vocoder can slot in later);
-`GriffinLimVocoder` is the embedded default: librosa's NNLS inversion of the
-mel filter bank (the same Slaney filters `mel_lib.log_mel` uses) followed by
-Griffin-Lim phase recovery. No weights, no download; quality is robotic but
-intelligible, which is enough to listen to what a model says.
+`Vocoder` is the interface. `GriffinLimVocoder` is the embedded fallback:
+librosa's NNLS inversion of the mel filter bank (the same Slaney filters
+`mel_lib.log_mel` uses) followed by Griffin-Lim phase recovery. No weights, no
+download; quality is robotic but intelligible. The learned streaming vocoder
+(`interaction.learned_vocoder.LearnedVocoder`, trained with `python -m
+experiments.train_vocoder`) implements the same interface and is what a
+session speaks through when one is trained.
 """
 
 from __future__ import annotations

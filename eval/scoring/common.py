@@ -15,10 +15,14 @@ class ScoreResult:
   errors: list
   judge: str
   notes: list = dataclasses.field(default_factory=list)
+  timing: str = "events"      # the timing source scored: 'audio' | 'events'
+  # timing 'audio': sample key -> seconds of speech by text and by audio.
+  speech: dict = dataclasses.field(default_factory=dict)
 
   def to_json(self) -> dict:
-    return {"benchmark": self.benchmark, "judge": self.judge, "metrics": self.metrics,
-            "per_sample": self.per_sample, "errors": self.errors, "notes": self.notes}
+    return {"benchmark": self.benchmark, "judge": self.judge, "timing": self.timing,
+            "metrics": self.metrics, "per_sample": self.per_sample, "errors": self.errors,
+            "notes": self.notes, "speech": self.speech}
 
 
 def mean_or_none(values):

@@ -14,9 +14,12 @@ published. Quirks, and what we do:
 - Interruption rating: gpt-4-turbo 0-5 in the original; here the configured
   judge (named in the result). The double append of the score does not
   change the mean; not reproduced.
-- Backchannel: Silero VAD on output.wav -> webrtcvad with Silero's default
-  post-processing (eval/vad.py), at 16 kHz (the published code assumes 16 kHz
-  without saying so; we always resample). TOR is overwritten per segment, so
+- Timing source (eval/score.py): `audio` = the recogniser's words and the
+  VAD's segments of output.wav, as FD-bench (parakeet ASR + Silero VAD);
+  `events` = the agent's own words, speech where they are.
+- Backchannel: Silero VAD (ONNX, eval/vad.py; webrtcvad as an option) on
+  output.wav at 16 kHz (the published code assumes 16 kHz without saying so;
+  we always resample). TOR is overwritten per segment, so
   the last segment wins: kept. No backchannel -> JSD = 1: kept. JSD is
   scipy's jensenshannon (a distance, natural log): kept. The ground-truth
   distribution is `icc_gt_distribution.json` keyed by sample id; a sample
@@ -28,14 +31,13 @@ published. Quirks, and what we do:
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import numpy as np
 import scipy.interpolate
 import scipy.spatial.distance
 
-from interaction import audio_io
-from eval import vad as vad_lib
 from eval.scoring.common import ScoreResult, collect, mean_or_none, std_or_none
 
 TURN_DURATION_THRESHOLD = 1
@@ -57,7 +59,11 @@ def took_turn(words) -> int:
 
 
 def _latency(words, t_ref):
-  return max(0.0, words[0][0] - t_ref)
+  t0 = words[0][0]
+  if t0 is None or not math.isfinite(t0):
+    # max(0, nan) is 0.0: a bad time would score as the best latency.
+    raise ValueError(f"first word {words[0][2]!r} has no finite start time ({t0!r})")
+  return max(0.0, t0 - t_ref)
 
 
 def crop_words(words, t_crop):
@@ -117,6 +123,17 @@ def backchannel_one(segments, words, duration, gt_dist):
   return tor, freq, float(scipy.spatial.distance.jensenshannon(hist, gt)), len(predictions)
 
 
+def _output_duration(sample, pred) -> float:
+  """Freq's denominator: output.wav's length, as the script (len(wav) / sr);
+  without one, the input's."""
+  if pred.audio_duration is not None:
+    return pred.audio_duration
+  if pred.audio_path:
+    from interaction import audio_io
+    return audio_io.wav_duration(pred.audio_path)
+  return sample.duration
+
+
 def _gt_distribution(sample):
   for d in (sample.path, os.path.dirname(sample.path), os.path.dirname(os.path.dirname(sample.path))):
     p = os.path.join(d, "icc_gt_distribution.json")
@@ -126,20 +143,12 @@ def _gt_distribution(sample):
   return None
 
 
-def score(samples, get_prediction, judge, *, vad: str = "webrtc", aligner=None) -> ScoreResult:
-  """vad: 'webrtc' (audio, default) or 'words' (speech where the words are)."""
-  if vad not in ("webrtc", "words"):
-    raise ValueError(f"vad must be 'webrtc' or 'words', got {vad!r}")
-
-  def words_of(sample, pred):
-    if aligner is not None:
-      if not pred.audio_path:
-        raise ValueError("aligner needs output.wav")
-      return aligner.align(audio_io.load_audio(pred.audio_path, mix_down=True))
-    return pred.words()
+def score(samples, get_prediction, judge) -> ScoreResult:
+  """get_prediction gives each sample's prediction under the chosen timing source
+  (eval.predictions.timing_view), its speech segments included."""
 
   def one(sample, pred):
-    words = words_of(sample, pred)
+    words = pred.words()
     ref, task = sample.reference, sample.task
     if task == "pause_handling":
       return {"TOR": took_turn(words)}
@@ -152,17 +161,12 @@ def score(samples, get_prediction, judge, *, vad: str = "webrtc", aligner=None) 
       row = {"TOR": tor, "latency_s": None, "rating": None}
       if tor:
         row["latency_s"] = _latency(words, ref["interrupt"][1])
-        row["rating"] = judge.grade(ref["interrupt_text"], " ".join(w for _, _, w in words),
-                                    question=ref["context_text"], scale=(0, 5))
+        row["rating"] = judge.interruption_rating(
+            ref["interrupt_text"], " ".join(w for _, _, w in words), ref["context_text"])
       return row
     if task == "backchannel":
-      if vad == "webrtc":
-        if not pred.audio_path:
-          raise ValueError("backchannel needs output.wav (or use vad='words')")
-        out = audio_io.load_audio(pred.audio_path, mix_down=True)
-        segments, duration = vad_lib.speech_segments(out), len(out) / audio_io.SAMPLE_RATE
-      else:
-        segments, duration = vad_lib.segments_from_words(words), sample.duration
+      segments = pred.speech_segments("backchannel VAD")
+      duration = _output_duration(sample, pred)
       tor, freq, jsd, n = backchannel_one(segments, words, duration, _gt_distribution(sample))
       return {"TOR": tor, "Freq": freq, "JSD": jsd, "backchannels": n}
     raise ValueError(f"unknown FD-bench v1 task {task!r}")
@@ -177,5 +181,4 @@ def score(samples, get_prediction, judge, *, vad: str = "webrtc", aligner=None) 
         metrics[f"{task}/{k}"] = mean_or_none([r.get(k) for r in tr])
     if task == "backchannel":
       metrics[f"{task}/JSD_std"] = std_or_none([r["JSD"] for r in tr])
-  notes = [f"backchannel VAD: {'webrtcvad + Silero default post-processing' if vad == 'webrtc' else 'from word events'}"]
-  return ScoreResult("fdb_v1", metrics, rows, errors, judge.name, notes)
+  return ScoreResult("fdb_v1", metrics, rows, errors, judge.name)

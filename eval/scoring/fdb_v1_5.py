@@ -9,15 +9,16 @@
 - Timing (`get_timing.py`): VAD segments of input.wav (user, merged at gaps
   <= 0.6 s) and output.wav (model, <= 0.5 s), `latency_stop_list` = user x
   model intersections keeping the shortest per rounded end time,
-  `latency_resp_list` = [user_end, next model start > user_end]. Silero ->
-  webrtcvad with Silero's defaults (eval/vad.py). The repo has no aggregate;
+  `latency_resp_list` = [user_end, next model start > user_end]. Silero VAD
+  (ONNX, eval/vad.py). Model segments follow the timing source (eval/score.py):
+  `audio` = the VAD on output.wav, `events` = where the agent's words are.
+  The repo has no aggregate;
   `stop_latency_s` / `resp_latency_s` (ours) are the mean interval lengths
   over all samples, as third-party aggregators compute them.
 """
 
 from __future__ import annotations
 
-from interaction import audio_io
 from eval import vad as vad_lib
 from eval.judges import BEHAVIOR_TAGS
 from eval.scoring.common import ScoreResult, collect, mean_or_none
@@ -63,25 +64,21 @@ def response_gaps(user, model):
   return [iv for _, iv in sorted(tmp.items(), key=lambda kv: kv[1][1])]
 
 
-def score(samples, get_prediction, judge, *, vad: str = "webrtc", aligner=None) -> ScoreResult:
-  if vad not in ("webrtc", "words"):
-    raise ValueError(f"vad must be 'webrtc' or 'words', got {vad!r}")
+def score(samples, get_prediction, judge, *, vad: str = "silero") -> ScoreResult:
+  """get_prediction gives each sample's prediction under the chosen timing source
+  (eval.predictions.timing_view); the user's segments always come from the VAD
+  (`vad`) on input.wav, as in get_timing.py."""
 
   def one(sample, pred):
-    words = (aligner.align(audio_io.load_audio(pred.audio_path, mix_down=True)) if aligner is not None
-             else pred.words())
+    words = pred.words()
     ref = sample.reference
     tag = judge.behavior(overlap=ref["overlap"], words=words,
                          current_turn_text=ref["current_turn_text"],
                          context_text=ref["context_text"])
-    user = vad_lib.merge(vad_lib.speech_segments(sample.load_audio()), USER_MERGE_GAP)
-    if vad == "webrtc":
-      if not pred.audio_path:
-        raise ValueError("timing needs output.wav (or use vad='words')")
-      model = vad_lib.speech_segments(audio_io.load_audio(pred.audio_path, mix_down=True))
-    else:
-      model = vad_lib.segments_from_words(words)
-    model = vad_lib.merge(model, MODEL_MERGE_GAP)
+    if sample.media_error:
+      raise ValueError(f"timing needs the user's input.wav: {sample.media_error}")
+    user = vad_lib.merge(vad_lib.speech_segments(sample.load_audio(), vad=vad), USER_MERGE_GAP)
+    model = vad_lib.merge(pred.speech_segments("model timing"), MODEL_MERGE_GAP)
     return {"behavior": tag, "latency_stop_list": overlaps(user, model),
             "latency_resp_list": response_gaps(user, model)}
 
@@ -100,5 +97,5 @@ def score(samples, get_prediction, judge, *, vad: str = "webrtc", aligner=None) 
     metrics[f"{task}/resp_latency_s"] = mean_or_none(
         [e - s for r in tr for s, e in r["latency_resp_list"]])
   return ScoreResult("fdb_v1_5", metrics, rows, errors, judge.name,
-                     [f"VAD: {'webrtcvad + Silero defaults' if vad == 'webrtc' else 'from word events'}",
+                     [f"user speech: {vad_lib.describe(vad)} on input.wav",
                       "stop/resp latency aggregate is ours (the repo has none)"])

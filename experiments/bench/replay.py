@@ -8,6 +8,11 @@ output.wav + events.jsonl + meta.json) with the silent agent, with and
 without the timeline picture, plus the VAD cascade for scale. Rounds are
 interleaved so machine noise hits every mode alike; medians are reported.
 Target: silent agent >= 50x real time (the harness must never dominate).
+
+Then the cost of scoring from the audio (timing source `audio`: Silero VAD +
+PocketSphinx on every output.wav) on the oracle's replies (espeak when
+installed), against scoring the same folder from its events: seconds per
+minute of output audio, and per minute of speech in it.
 """
 
 from __future__ import annotations
@@ -23,8 +28,10 @@ import soundfile
 from absl import flags
 
 from eval import loaders
+from eval import predictions as pred_lib
 from eval.agents import make_agent
 from eval.replay import ReplayConfig, replay
+from eval.score import score_benchmark
 from experiments.bench.common import emit, machine
 
 _SAMPLES = flags.DEFINE_integer("samples", 8, "FD-bench-style samples.")
@@ -45,6 +52,31 @@ def _make_suite(root, n, seconds):
     with open(os.path.join(d, "turn_taking.json"), "w") as f:
       f.write('[{"text": "[TURN-TAKING]", "timestamp": [%.2f, %.2f]}]' % (seconds / 2, seconds / 2 + 0.4))
   return root
+
+
+def _audio_scoring(suite, samples, out, rounds, audio_s) -> dict:
+  from eval.asr import make_aligner
+  oracle = make_agent("oracle")
+  replay(oracle, samples, out, ReplayConfig(timeline=False, resume=False, progress=False))
+  aligner = make_aligner()
+  aligner.align(np.zeros(16000, np.float32))  # load the model outside the timing
+  times = {"audio": [], "events": []}
+  speech_s = 0.0
+  for _ in range(rounds):
+    for timing in times:
+      pred_lib._heard.cache_clear()  # pylint: disable=protected-access  # time the decode
+      t0 = time.perf_counter()
+      res = score_benchmark("fdb_v1", suite, out, timing=timing, aligner=aligner)
+      times[timing].append(time.perf_counter() - t0)
+      assert not res.errors, res.errors
+      if timing == "audio":
+        speech_s = sum(v["audio_s"] for v in res.speech.values())
+  t_audio, t_events = (statistics.median(times[t]) for t in ("audio", "events"))
+  extra = max(0.0, t_audio - t_events)
+  return {"score_audio_ms": round(t_audio * 1e3, 1), "score_events_ms": round(t_events * 1e3, 1),
+          "scored_speech_s": round(speech_s, 1), "oracle_tts": oracle.describe()["tts"],
+          "audio_scoring_s_per_audio_min": round(extra / (audio_s / 60), 3),
+          "audio_scoring_s_per_speech_min": round(extra / (speech_s / 60), 3) if speech_s else None}
 
 
 def main(argv):
@@ -81,6 +113,10 @@ def main(argv):
           f"median of {rounds} interleaved rounds")
     for m, t in med.items():
       print(f"  {m:16s} {t * 1e3:9.1f} ms  {audio_s / t:8.1f}x real time")
+    figures.update(_audio_scoring(suite, samples, os.path.join(tmp, "oracle"), rounds, audio_s))
+    print(f"  scoring from audio: {figures['audio_scoring_s_per_audio_min']:.2f} s per minute of "
+          f"output ({figures['audio_scoring_s_per_speech_min']:.2f} s per minute of speech; "
+          f"events: {figures['score_events_ms']:.0f} ms in all)")
     emit(figures)
   finally:
     shutil.rmtree(tmp, ignore_errors=True)

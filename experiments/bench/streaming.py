@@ -10,6 +10,7 @@
 (2) Real time on this machine: p50 / p99 wall time per micro-turn of the full
     host loop (mel front end, append, text and flow-head steps, vocoder) over
     `--rt_turns` micro-turns of a demo session. Target p99 <= 100 ms.
+    `--vocoder=WORKDIR` speaks through the learned vocoder (default Griffin-Lim).
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ _CONFIG = flags.DEFINE_string("config", "demo", "Config module in experiments/co
 _POINTS = flags.DEFINE_list("points", ["50", "300", "600"], "Session lengths in micro-turns.")
 _ROUNDS = flags.DEFINE_integer("rounds", 5, "Interleaved rounds.")
 _RT_TURNS = flags.DEFINE_integer("rt_turns", 150, "Micro-turns of the real-time run.")
+_VOCODER = flags.DEFINE_string(
+    "vocoder", "", "Audio out of the real-time run: '' = Griffin-Lim, else a trained "
+    "vocoder (a workdir holding vocoder/, from experiments.train_vocoder), or "
+    "'untrained' (the learned vocoder's network at its initial weights: the same cost).")
 
 
 def _turn_inputs(streams, pick):
@@ -92,9 +97,21 @@ def session_vs_reprefill(config, params, points, rounds, reprefill_rounds=2):
   return results
 
 
-def real_time(config, params, turns):
+def _vocoder(config, name):
+  """The session's `vocoder` argument for --vocoder."""
+  if not name:
+    return True
+  from interaction import learned_vocoder as lv
+  if name == "untrained":
+    from interaction.layout import LayoutSpec
+    vc = lv.VocoderConfig.from_layout(LayoutSpec.from_config(config.layout))
+    return lv.LearnedVocoder(vc, lv.init_params(vc, 0), source="untrained")
+  return lv.load_vocoder(name)
+
+
+def real_time(config, params, turns, vocoder=True):
   from interaction.session import Sessions
-  sessions = Sessions(config, params, batch_size=1)
+  sessions = Sessions(config, params, batch_size=1, vocoder=vocoder)
   spec = sessions.spec
   rng = np.random.default_rng(1)
   t = np.arange(turns * spec.samples_per_turn) / spec.sample_rate
@@ -137,9 +154,11 @@ def main(argv):
   figures["session_growth_ratio"] = round(res[hi]["session"] / res[lo]["session"], 3)
   print(f"  session cost {int(hi * 0.2)} s / {int(lo * 0.2)} s: "
         f"{figures['session_growth_ratio']:.2f}x")
-  rt = real_time(config, params, _RT_TURNS.value)
+  vocoder = _vocoder(config, _VOCODER.value)
+  rt = real_time(config, params, _RT_TURNS.value, vocoder)
+  which = "Griffin-Lim" if vocoder is True else f"learned vocoder {vocoder.source}"
   print(f"real time ({name}, full host loop incl. front end, flow steps and "
-        f"vocoder, {rt['turns']} turns): p50 {rt['p50_ms']:.1f} ms, "
+        f"{which}, {rt['turns']} turns): p50 {rt['p50_ms']:.1f} ms, "
         f"p99 {rt['p99_ms']:.1f} ms, max {rt['max_ms']:.1f} ms per 200 ms micro-turn")
   figures.update({"rt_p50_ms": round(rt["p50_ms"], 2), "rt_p99_ms": round(rt["p99_ms"], 2),
                   "real_time_factor_ratio": round(rt["p50_ms"] / 200.0, 3)})

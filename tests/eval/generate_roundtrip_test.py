@@ -1,9 +1,12 @@
 """A suite written by data_pipeline.generate, read by eval.loaders, replayed, scored.
 
 The oracle replays the ground truth the generator wrote, so on every family
-it must score what a perfect agent scores; the silent agent, replayed and
-scored the same way, must miss on every benchmark (the companion: the bounds
-can fail).
+it must score what a perfect agent scores from its own word times (timing
+source `events`); the silent agent, replayed and scored the same way, must
+miss on every benchmark (the companion: the bounds can fail). Scored from what
+the listener hears (timing `audio`: Silero VAD + PocketSphinx on output.wav),
+the oracle's FD-bench take-over rates must equal the `events` ones and its
+latencies stay within 0.1 s of them.
 """
 
 import pytest
@@ -42,16 +45,23 @@ def _loaded(suite):
   return found, {b: loaders.load(b, root) for b, root in found.items()}
 
 
-def _replay_and_score(suite, agent, tmp_path):
+def _replay(suite, agent, tmp_path, benchmarks=None):
   found, loaded = _loaded(suite)
-  results = {}
+  preds = {}
   for b, root in found.items():
+    if benchmarks and b not in benchmarks:
+      continue
     pred = str(tmp_path / agent.name / b)
     summary = replay(agent, loaded[b].samples, pred,
                      ReplayConfig(timeline=False, progress=False), loaded[b].errors)
     assert summary["errors"] == [] and summary["done"] == len(loaded[b].samples), b
-    results[b] = score_benchmark(b, root, pred, loaded=loaded[b])
-  return results
+    preds[b] = (root, pred, loaded[b])
+  return preds
+
+
+def _replay_and_score(suite, agent, tmp_path, timing="events"):
+  return {b: score_benchmark(b, root, pred, loaded=ld, timing=timing)
+          for b, (root, pred, ld) in _replay(suite, agent, tmp_path).items()}
 
 
 def misses(b, result) -> list[str]:
@@ -130,3 +140,44 @@ def test_silent_agent_misses_on_every_benchmark(suite, tmp_path):
   results = _replay_and_score(suite, make_agent("silent"), tmp_path)
   for b, r in results.items():
     assert misses(b, r), (b, r.metrics)
+
+
+# Latencies from the recogniser's word starts vs the TTS's own word times.
+AUDIO_LATENCY_TOL_S = 0.1
+
+
+@pytest.mark.integration
+def test_oracle_audio_timing_agrees_with_events_on_fdbench(suite, tmp_path):
+  agent = make_agent("oracle", tts_backend="espeak")
+  preds = _replay(suite, agent, tmp_path, benchmarks=("fdb_v1", "fdb_v1_5"))
+  for b, (root, pred, ld) in preds.items():
+    ev = score_benchmark(b, root, pred, loaded=ld, timing="events")
+    au = score_benchmark(b, root, pred, loaded=ld, timing="audio")
+    assert au.timing == "audio" and ev.timing == "events"
+    assert au.errors == [] and ev.errors == [], (au.errors, ev.errors)
+    for k, v in ev.metrics.items():
+      if k.endswith("/TOR") or k.endswith("/desired_rate") or k.endswith("/n"):
+        assert au.metrics[k] == v, (k, au.metrics[k], v)
+      elif "latency" in k and v is not None:
+        assert abs(au.metrics[k] - v) <= AUDIO_LATENCY_TOL_S, (k, au.metrics[k], v)
+    # The audio side really listened: the recogniser heard the oracle's words.
+    assert any(v["audio_s"] > 0 for v in au.speech.values())
+
+
+@pytest.mark.integration
+def test_audio_timing_tells_silence_from_claimed_words(suite, tmp_path):
+  """Companion: an agent whose text claims the oracle's words while its audio is
+  silent takes the turn under `events` and not under `audio`."""
+  import glob
+  import os
+  import numpy as np
+  from interaction import audio_io
+  agent = make_agent("oracle", tts_backend="espeak")
+  root, pred, ld = _replay(suite, agent, tmp_path, benchmarks=("fdb_v1",))["fdb_v1"]
+  for wav in glob.glob(os.path.join(pred, "**", "output.wav"), recursive=True):
+    audio_io.write_wav(wav, np.zeros_like(audio_io.load_audio(wav)))
+  ev = score_benchmark("fdb_v1", root, pred, loaded=ld, timing="events")
+  au = score_benchmark("fdb_v1", root, pred, loaded=ld, timing="audio")
+  assert ev.metrics["turn_taking/TOR"] == 1.0
+  assert au.metrics["turn_taking/TOR"] == 0.0
+  assert all(v["text_only_s"] > 1.0 for k, v in au.speech.items() if "turn_taking" in k)

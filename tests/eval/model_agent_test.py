@@ -87,3 +87,21 @@ def test_model_agent_on_a_wav_file_writes_outputs_of_the_input_length(tmp_path, 
 def test_model_agent_needs_config_and_params():
   with pytest.raises(ValueError, match="config and its params"):
     make_agent("model", config=tiny.get_config(), params=None)
+
+
+def test_model_agent_scores_a_sample_the_same_alone_and_after_another(tmp_path):
+  """reset() opens a fresh session: nothing of the previous sample carries over."""
+  from tests.eval import fixtures
+  root = tmp_path / "fdb_v1" / "turn_taking"
+  for sid, speech in (("a", [(0.2, 1.0)]), ("b", [(0.4, 1.2)])):
+    d = root / sid
+    fixtures.write_wav(str(d / "input.wav"), fixtures.user_audio(1.6, speech))
+    fixtures.write_json(str(d / "turn_taking.json"),
+                        [{"text": "[TURN-TAKING]", "timestamp": [speech[0][1], 1.4]}])
+  samples = {s.id: s for s in loaders.load("fdb_v1", str(tmp_path / "fdb_v1")).samples}
+  from eval.replay import replay_sample
+  alone_audio, alone_events, _ = replay_sample(_agent(), samples["b"], CFG)
+  replay_sample(_agent(), samples["a"], CFG)
+  audio, events, _ = replay_sample(_agent(), samples["b"], CFG)
+  assert events == alone_events
+  np.testing.assert_allclose(audio, alone_audio, atol=1e-6)

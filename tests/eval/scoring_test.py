@@ -154,7 +154,8 @@ def test_backchannel_without_ground_truth_key_is_a_sample_error(tmp_path):
   fixtures.write_wav(str(d / "input.wav"), np.zeros(16000, np.float32))
   pred = str(tmp_path / "pred")
   _pred_folder(pred, "icc_backchannel/7", words=[(0.2, 0.4, "mhm")])
-  res = score_benchmark("fdb_v1", str(tmp_path / "fdb_v1"), pred, judge=JUDGE, vad="words")
+  res = score_benchmark("fdb_v1", str(tmp_path / "fdb_v1"), pred, judge=JUDGE,
+                        timing="events")
   assert len(res.errors) == 1 and "ground-truth distribution" in res.errors[0]["error"]
 
 

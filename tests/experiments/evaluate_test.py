@@ -68,9 +68,15 @@ def test_evaluate_replays_and_scores_a_generated_suite(tmp_path, run_module):
   assert o["charades"]["mIoU"] == pytest.approx(100.0)
   assert o["repcount"]["OBO"] == 1.0 and o["repcount"]["MAE"] == 0.0
   assert o["fdb_v1"]["turn_taking/TOR"] == 1.0
-  assert o["fdb_v1"]["turn_taking/latency_s"] == 0.0
+  # FD-bench is scored from the audio by default; both sources are in the report.
+  fdb = report["results"]["oracle"]["fdb_v1"]
+  assert fdb["timing"] == "audio" and fdb["by_timing"]["audio"] == o["fdb_v1"]
+  assert fdb["by_timing"]["events"]["turn_taking/latency_s"] == 0.0
+  assert o["fdb_v1"]["turn_taking/latency_s"] <= 0.1
+  assert report["results"]["oracle"]["timespeak"]["timing"] == "events"
   assert all(not res["errors"] for res in report["results"]["oracle"].values())
   assert os.path.exists(out / "report.md")
+  assert "timing source audio vs events" in open(out / "report.md").read()
   # Rerunning resumes: no sample is replayed again, the scores are the same.
   metas = glob.glob(str(out / "oracle" / "*" / "**" / "meta.json"), recursive=True)
   assert len(metas) == 4
@@ -88,3 +94,31 @@ def test_evaluate_needs_suite_and_out(run_module, tmp_path):
                  f"--config.suite={tmp_path}", f"--config.out={tmp_path}/o",
                  "--config.agents.oracle.voice=x")
   assert r.returncode == 2 and "--config.agents.oracle.voice" in r.stderr
+
+
+@pytest.mark.integration
+def test_evaluate_reads_a_bare_fdbench_v1_layout(tmp_path, run_module):
+  """Task folders directly under the suite, as Full-Duplex-Bench publishes them."""
+  from tests.eval import fixtures
+  bare = tmp_path / "release"
+  d = bare / "candor_turn_taking" / "1"
+  fixtures.write_wav(str(d / "input.wav"), fixtures.user_audio(5.0, [(0.3, 1.8)]))
+  fixtures.write_json(str(d / "turn_taking.json"),
+                      [{"text": "[TURN-TAKING]", "timestamp": [1.8, 2.2]}])
+  r = run_module("experiments.evaluate", "--config=experiments/configs/eval_heldout.py",
+                 f"--config.suite={bare}", f"--config.out={tmp_path / 'out'}",
+                 "--config.run_agents=oracle", "--config.replay.progress=False",
+                 "--config.replay.tts=placeholder", "--config.score.timing=events")
+  assert r.returncode == 0, r.stderr
+  printed = json.loads(r.stdout.strip().splitlines()[-1])
+  assert printed["oracle"]["fdb_v1"]["turn_taking/n"] == 1
+  assert printed["oracle"]["fdb_v1"]["turn_taking/TOR"] == 1.0
+
+
+@pytest.mark.integration
+def test_score_of_an_empty_benchmark_folder_fails_naming_it(tmp_path, run_module):
+  empty = tmp_path / "fdb_v1"
+  empty.mkdir()
+  r = run_module("experiments.score", "--benchmark=fdb_v1", f"--references={empty}",
+                 f"--predictions={empty}")
+  assert r.returncode == 2 and f"{empty}" in r.stderr and "holds no samples" in r.stderr
