@@ -20,21 +20,11 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 
 import jax  # noqa: E402
-import ml_collections  # noqa: E402
 import pytest  # noqa: E402
 
+from tests.layouts import default_layout_config as _layout_config  # noqa: E402
+
 jax.config.update("jax_default_matmul_precision", "highest")
-
-
-def _layout_config(video: bool = False) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict({
-      "turn_ms": 200.0, "sample_rate": 16000, "mel_hop_ms": 12.5,
-      "mel_win_ms": 50.0, "n_fft": 1024, "n_mels": 80, "fmin": 80.0,
-      "fmax": 7600.0, "dmel_bins": 16, "dmel_min": -7.0, "dmel_max": 2.0,
-      "frames_per_position": 4, "user_text_slots": 2,
-      "background_text_slots": 2, "model_text_slots": 2,
-      "video": {"enabled": video, "height": 40 if video else 160,
-                "width": 40 if video else 160, "patch": 40}})
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from interaction.model import InteractionModel, validate_config
 from moe.config import MoEConfig
 from pallas_kernels.numerics import Numerics
 from tests.interaction.embedders_test import TINY
-from tests.interaction.layout_test import layout_config
+from tests.layouts import default_layout_config as layout_config
 
 
 def _as_config(model: ModelConfig, video=True) -> ml_collections.ConfigDict:
