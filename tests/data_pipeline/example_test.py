@@ -5,7 +5,6 @@ import numpy as np
 from data_pipeline import example
 from data_pipeline.episode import Episode
 from interaction.tokenizer import TOKENIZER
-from interaction.layout import LayoutSpec
 
 
 

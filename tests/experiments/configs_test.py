@@ -15,9 +15,11 @@ from experiments.param_count import parameter_counts
 from interaction.params import abstract_model, build_model, count_params
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# Model configs; eval configs (eval_*.py) are tested in evaluate_test.py.
-CONFIG_NAMES = sorted(m.name for m in pkgutil.iter_modules(configs_pkg.__path__)
-                      if m.name != "common" and not m.name.startswith("eval"))
+ALL_CONFIGS = sorted(m.name for m in pkgutil.iter_modules(configs_pkg.__path__)
+                     if m.name != "common")
+# Model configs; eval configs (eval_*.py) are tested in evaluate_test.py, the
+# vocoder's in tests/interaction/vocoder_test.py.
+CONFIG_NAMES = [n for n in ALL_CONFIGS if not n.startswith("eval") and n != "vocoder"]
 
 
 def _load(name):
@@ -26,6 +28,13 @@ def _load(name):
 
 def test_config_set():
   assert {"tiny", "demo", "tml_small"} <= set(CONFIG_NAMES)
+
+
+@pytest.mark.parametrize("name", ALL_CONFIGS)
+def test_every_config_says_how_to_run_it(name):
+  module = importlib.import_module(f"experiments.configs.{name}")
+  assert module.get_config().name == name or name.startswith("eval")
+  assert "python -m" in module.__doc__
 
 
 @pytest.mark.parametrize("name", CONFIG_NAMES)

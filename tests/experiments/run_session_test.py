@@ -11,25 +11,10 @@ import numpy as np
 import pytest
 import soundfile
 
-from experiments import checkpointing, trainer
-from experiments.configs import tiny
 from interaction import audio_io
 
 # absl's INFO line prefix (I<mmdd> <time>), as orbax logs every restore step.
 _INFO = re.compile(r"^I\d{4} ", re.M)
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-  """A training workdir (config.json + one checkpoint) of tiny, without training."""
-  w = tmp_path_factory.mktemp("work")
-  config = tiny.get_config()
-  (w / "config.json").write_text(config.to_json_best_effort(indent=2))
-  ckpt = checkpointing.Checkpointer(str(w))
-  ckpt.save(0, trainer.create_train_state(config), {}, checkpointing.structure_meta(config))
-  ckpt.wait()
-  ckpt.close()
-  return str(w)
 
 
 def _wav(path, sr=22050, seconds=0.7):

@@ -16,23 +16,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from experiments import checkpointing, trainer
-from experiments.configs import tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-  """A training workdir of tiny (config.json + one checkpoint), untrained."""
-  w = tmp_path_factory.mktemp("work")
-  config = tiny.get_config()
-  (w / "config.json").write_text(config.to_json_best_effort(indent=2))
-  ckpt = checkpointing.Checkpointer(str(w))
-  ckpt.save(0, trainer.create_train_state(config), {}, checkpointing.structure_meta(config))
-  ckpt.wait()
-  ckpt.close()
-  return str(w)
 
 
 class Server:

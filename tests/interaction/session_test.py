@@ -61,7 +61,6 @@ def test_typed_text_is_queued_two_tokens_per_turn(sessions):
 
 def test_streaming_front_end_equals_training_features_bit_for_bit():
   """The session hears user audio exactly as the training pipeline featurises it."""
-  from interaction import audio_io
   from interaction import mel as mel_lib
   spec = LayoutSpec.from_config(tiny.get_config().layout)
   rng = np.random.default_rng(0)
@@ -85,7 +84,6 @@ def test_streaming_front_end_equals_training_features_bit_for_bit():
 
 def test_vocoder_chunks_join_without_clicks():
   spec = LayoutSpec.from_config(tiny.get_config().layout)
-  from interaction import audio_io
   from interaction import mel as mel_lib
   t = np.arange(3200 * 6) / 16000
   tone = (0.3 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)

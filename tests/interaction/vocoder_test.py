@@ -80,8 +80,8 @@ def _seam_figures(wave, spec):
 
   jump: the largest sample-to-sample step at a boundary over the 99th
   percentile of steps elsewhere (a click is a step far outside the signal's
-  own range). energy: the energy of a 5 ms window centred on a boundary over
-  the median energy of the 5 ms windows in the 50 ms around it (a bulge
+  own range). energy: the energy of a 10 ms window centred on a boundary over
+  the median energy of the 10 ms windows in the 50 ms around it (a bulge
   above 1, a drop-out below).
   """
   spt = spec.samples_per_turn
@@ -90,7 +90,7 @@ def _seam_figures(wave, spec):
   inside = np.ones(len(steps), bool)
   inside[bounds - 1] = False
   jump = steps[bounds - 1].max() / np.percentile(steps[inside], 99)
-  w = 40
+  w = 80
   ratios = []
   for b in bounds:
     at = np.mean(wave[b - w:b + w] ** 2)
@@ -115,13 +115,13 @@ def test_chunk_seams_do_not_click(spec, vocoder):
   mel = _steady_mel(spec)
   jump, high, low = _seam_figures(_stream(vocoder, mel), spec)
   assert jump <= 1.5, jump
-  assert 1 / 1.5 <= low and high <= 1.5, (low, high)
+  assert 1 / 1.25 <= low and high <= 1.25, (low, high)   # measured 0.90 .. 1.07
   # Companion, same mel and chunks: with no state carried across chunks
   # (each chunk vocoded from a fresh state) the check sees the seams.
   fresh = np.concatenate([vocoder.streamer()(mel[i:i + FRAMES])
                           for i in range(0, len(mel), FRAMES)])
   jump, high, low = _seam_figures(fresh, spec)
-  assert jump > 1.5 or high > 1.5 or low < 1 / 1.5, (jump, high, low)
+  assert jump > 1.5 or high > 1.25 or low < 1 / 1.25, (jump, high, low)  # 1.37 bulge
 
 
 def test_silence_in_gives_silence_out(spec, vocoder):
