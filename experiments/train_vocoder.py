@@ -14,10 +14,11 @@ and what to expect.
 The loss is reconstruction only (no discriminator, to train in minutes on a
 CPU): multi-resolution STFT (spectral convergence + log magnitude) and the L1
 of the layout's log10 mel, between the vocoder's output and the original
-waveform, both aligned by the vocoder's fixed delay. Each crop runs the
-streaming network from a silent state over `receptive_frames` warm-up frames
-first, and only frames whose every overlapping window was produced carry the
-loss, so training sees what a session computes.
+waveform aligned by the vocoder's fixed delay, plus the L1 of the predicted
+log magnitudes against the target's STFT on the synthesis grid. Each crop
+runs the streaming network from a silent state over warm-up frames first (its
+receptive field, the overlapping windows, the held-over frame), and only
+frames after them carry the loss, so training sees what a session computes.
 """
 
 from __future__ import annotations
@@ -109,7 +110,10 @@ class SpeechCrops:
       raise ValueError(f"data: the episodes under {root} hold no speech")
     counts = np.array([len(s) for s in self.speech], np.float64)
     self.weights = counts / counts.sum()
-    self.warm = max(vc.receptive_frames, vc.overlap_frames)
+    # Frames before the first loss frame: the network's receptive field, the
+    # overlapping windows and the frame the phase holds over, so every loss
+    # sample comes from a state built on real (or silent) past, as in a session.
+    self.warm = vc.receptive_frames + vc.overlap_frames + 1
 
   @property
   def speech_seconds(self) -> float:
@@ -230,7 +234,7 @@ def make_optimizer(config):
 
 def make_train_step(config, vc: lv.VocoderConfig, warm: int):
   binder = lv.NetBinder(vc)
-  consts = lv._constants(vc)  # pylint: disable=protected-access
+  consts = lv.constants(vc)
   loss_fn = make_loss(config, vc)
   tx = make_optimizer(config)
   skip = warm * vc.hop

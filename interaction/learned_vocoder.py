@@ -188,7 +188,7 @@ def check_layout(config: VocoderConfig, spec: LayoutSpec, where: str = "vocoder"
 # Fixed (non-learned) arrays: the mel envelope, windows, bin indices
 # ---------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
-class _Constants:
+class Constants:
   envelope: np.ndarray      # f32 [n_mels, n_bins]: 10**mel @ envelope = magnitude
   window: np.ndarray        # f32 [n_fft] periodic Hann (synthesis)
   inv_cos: np.ndarray       # f32 [n_bins, n_fft]: windowed inverse real DFT, real part
@@ -199,7 +199,7 @@ class _Constants:
   half_turns: np.ndarray    # f32 [n_bins]: pi * k, window centre -> frame start
 
 
-def _constants(c: VocoderConfig) -> _Constants:
+def constants(c: VocoderConfig) -> Constants:
   with warnings.catch_warnings():
     # The lowest Slaney filters are narrower than a 512-point bin; a filter
     # that misses every bin just leaves those bins to its neighbours.
@@ -235,7 +235,7 @@ def _constants(c: VocoderConfig) -> _Constants:
   angle = 2.0 * np.pi * k * n / c.n_fft
   inv_cos = weight * np.cos(angle) * window[None]
   inv_sin = -weight * np.sin(angle) * window[None]
-  return _Constants(envelope=envelope.astype(np.float32),
+  return Constants(envelope=envelope.astype(np.float32),
                     window=window.astype(np.float32),
                     inv_cos=inv_cos.astype(np.float32), inv_sin=inv_sin.astype(np.float32),
                     inv_norm=(1.0 / norm).astype(np.float32),
@@ -295,7 +295,7 @@ class _Block(nnx.Module):
 
 
 class VocoderNet(nnx.Module):
-  """mel [B, T, n_mels] (log10, clipped) -> per-frame (log gain, phase offset, advance)."""
+  """mel [B, T, n_mels] (log10, clipped) -> per frame [log gain | phase correction] per bin."""
 
   def __init__(self, config: VocoderConfig, *, rngs: nnx.Rngs):
     c = self.config = config
@@ -351,8 +351,8 @@ def clean_mel(mel, config: VocoderConfig):
   return jnp.clip(mel, config.mel_min, config.mel_max)
 
 
-def _phase_step(c: VocoderConfig, consts: "_Constants", carry, frame):
-  """One frame of causal phase-gradient heap integration, vectorised (RTPGHI-like).
+def _phase_step(c: VocoderConfig, consts: "Constants", carry, frame):
+  """One frame of phase-gradient heap integration, vectorised (RTPGHI-like).
 
   Prusa & Holighaus' PGHI reads the phase's time and frequency derivatives
   off the log magnitude (for a Gaussian window exactly; Hann via its
@@ -396,7 +396,7 @@ def _phase_step(c: VocoderConfig, consts: "_Constants", carry, frame):
   return (phase, dt, logmag), phase
 
 
-def forward(net: VocoderNet, consts: "_Constants", mel, state):
+def forward(net: VocoderNet, consts: "Constants", mel, state):
   """(wave [B, T*hop] in [-1, 1], aux, new state) for mel [B, T, n_mels].
 
   aux: "raw", the wave before the tanh; "mag" [B, T, n_bins], the magnitude of
@@ -493,7 +493,7 @@ class LearnedVocoder(Vocoder):
     self.sample_rate = config.sample_rate
     self.source = source            # where it was loaded from (reports)
     self.params = jax.tree_util.tree_map(jnp.asarray, params)
-    self.consts = _constants(config)
+    self.consts = constants(config)
     binder = NetBinder(config)
 
     net = binder(self.params)
@@ -580,8 +580,12 @@ def checkpoint_manager(directory: str, *, keep: int = 2, create: bool = False):
 
 def vocoder_dir(path: str) -> str:
   """The vocoder directory of `path`: itself, or <path>/vocoder of a model workdir."""
-  for d in (path, os.path.join(path, "vocoder")):
-    if os.path.isdir(os.path.join(d, "checkpoints")):
+  # A model workdir has checkpoints/ too (the model's: state, data, meta), so
+  # a vocoder dir is recognised by a step holding the vocoder's params item.
+  for d in (os.path.join(path, "vocoder"), path):
+    ckpts = os.path.join(d, "checkpoints")
+    if os.path.isdir(ckpts) and any(os.path.isdir(os.path.join(ckpts, step, PARAMS_ITEM))
+                                    for step in os.listdir(ckpts)):
       return d
   raise FileNotFoundError(
       f"{path}: no vocoder checkpoint (looked for {path}/checkpoints and "
