@@ -1,13 +1,15 @@
 """The learned streaming vocoder against Griffin-Lim: what a recogniser hears, and cost.
 
-  python -m experiments.bench vocoder --vocoder=WORKDIR [--sentences=40] [--chunks=500]
+  python -m experiments.bench vocoder --vocoder=WORKDIR [--sentences=48]
+      [--voices_per_sentence=2] [--untrained] [--chunks=500]
 
 WORKDIR is a model workdir holding vocoder/ (or the vocoder dir itself), as
 written by `python -m experiments.train_vocoder`.
 
 (1) Quality on held-out espeak speech: `--sentences` sentences that are in no
-    generator's text, each spoken by a held-out voice (data_pipeline.tts.
-    HELDOUT_VOICES, never used for training), at a seeded rate and pitch. Each
+    generator's text, each spoken by `--voices_per_sentence` held-out voices
+    (data_pipeline.tts.HELDOUT_VOICES, never used for training), at a seeded
+    rate and pitch. Each
     is heard by the offline recogniser (eval.asr.transcribe, PocketSphinx) as
     (a) the original waveform, (b) Griffin-Lim from its mel as a session runs
     it (streaming, 'pinv', `session.vocoder_iters` iterations, context frames,
@@ -42,7 +44,13 @@ from absl import flags
 
 _VOCODER = flags.DEFINE_string("vocoder", None, "The trained vocoder: a model workdir "
                                "holding vocoder/, or the vocoder dir itself.")
-_SENTENCES = flags.DEFINE_integer("sentences", 40, "Held-out sentences (at most 48).")
+_SENTENCES = flags.DEFINE_integer("sentences", 48, "Held-out sentences (at most 48).")
+_VOICES = flags.DEFINE_integer("voices_per_sentence", 2,
+                               "Held-out voices each sentence is spoken in (more words, "
+                               "less noise in the WER).")
+_UNTRAINED = flags.DEFINE_bool("untrained", False, "Also score the learned vocoder's network "
+                               "at its initial weights (the analytic vocoder: mel envelope "
+                               "+ PGHI phase), to see what training adds.")
 _CHUNKS = flags.DEFINE_integer("chunks", 500, "200 ms chunks timed for the learned vocoder.")
 _GL_CHUNKS = flags.DEFINE_integer("gl_chunks", 100, "200 ms chunks timed for Griffin-Lim.")
 _ONE_CORE = flags.DEFINE_bool("one_core", True, "Pin the process to one core first.")
@@ -108,8 +116,8 @@ def _pin_one_core():
   return cores[0]
 
 
-def heldout_speech(n: int, spec, seed: int = 0):
-  """[(text, voice, wave)] of n held-out sentences, padded to whole micro-turns.
+def heldout_speech(n: int, spec, seed: int = 0, voices_per_sentence: int = 1):
+  """[(text, voice, wave)] of n held-out sentences x voices, padded to whole micro-turns.
 
   200 ms of silence in front and at least 200 ms behind: a session's output
   starts and ends in silence too, and the recogniser gets its lead-in.
@@ -120,8 +128,11 @@ def heldout_speech(n: int, spec, seed: int = 0):
   rng = np.random.default_rng(seed)
   out = []
   spt = spec.samples_per_turn
-  for i, text in enumerate(HELDOUT_SENTENCES[:n]):
-    voice = tts.HELDOUT_VOICES[i % len(tts.HELDOUT_VOICES)]
+  utterances = [(text, tts.HELDOUT_VOICES[(i * voices_per_sentence + r)
+                                         % len(tts.HELDOUT_VOICES)])
+                for r in range(voices_per_sentence)
+                for i, text in enumerate(HELDOUT_SENTENCES[:n])]
+  for text, voice in utterances:
     s = tts.synthesize(text, voice=voice, rate=int(rng.integers(140, 190)),
                        pitch=int(rng.integers(30, 70)),
                        pitch_range=int(rng.integers(30, 70)),
@@ -203,11 +214,16 @@ def main(argv):
 
   offline_gl = GriffinLimVocoder(spec, n_iter=32, params=mel_params)
   systems = ("original", "griffin_lim", "griffin_lim_offline", "learned")
+  untrained = None
+  if _UNTRAINED.value:
+    untrained = lv.LearnedVocoder(vocoder.config, lv.init_params(vocoder.config, 0),
+                                  source="untrained")
+    systems += ("learned_untrained",)
   errors = {k: 0 for k in systems}
   lsd = {k: [] for k in systems[1:]}
   words = 0
   chunks = []
-  speech = heldout_speech(_SENTENCES.value, spec)
+  speech = heldout_speech(_SENTENCES.value, spec, voices_per_sentence=_VOICES.value)
   t_start = time.time()
   for i, (text, voice, wave) in enumerate(speech):
     mel = np.clip(mel_lib.log_mel(wave, spec), spec.dmel_min, spec.dmel_max)
@@ -218,6 +234,9 @@ def main(argv):
     aligned = {"griffin_lim": outs["griffin_lim"],
                "griffin_lim_offline": outs["griffin_lim_offline"],
                "learned": learned[delay:]}
+    if untrained is not None:
+      outs["learned_untrained"] = _stream(untrained.streamer, mel, frames)
+      aligned["learned_untrained"] = outs["learned_untrained"][delay:]
     for name, y in aligned.items():
       lsd[name].append(log_spectral_distance(wave, y, spec))
     heard = {}
@@ -235,7 +254,8 @@ def main(argv):
       print(f"  [{voice}] {text!r}: " + "; ".join(f"{k}: {v!r}" for k, v in heard.items()))
   wer = {k: errors[k] / max(words, 1) for k in systems}
   lsd_db = {k: float(np.mean(v)) for k, v in lsd.items()}
-  print(f"quality on {len(speech)} held-out sentences ({words} words, "
+  print(f"quality on {len(speech)} held-out utterances ({_SENTENCES.value} sentences x "
+        f"{_VOICES.value} voices, {words} words, "
         f"{len(set(v for _, v, _ in speech))} held-out voices), "
         f"{time.time() - t_start:.0f} s:")
   print(f"  {'':22s} {'WER':>7s} {'LSD dB':>8s}")
@@ -273,8 +293,11 @@ def main(argv):
       "griffin_lim_chunk_p50_ms": round(gl_t["p50"], 3),
       "griffin_lim_chunk_p99_ms": round(gl_t["p99"], 3),
       "learned_delay_ms": round(1000 * delay / spec.sample_rate, 2),
+      **({"wer_learned_untrained_ratio": round(wer["learned_untrained"], 4),
+          "lsd_learned_untrained_db": round(lsd_db["learned_untrained"], 3)}
+         if untrained is not None else {}),
       "silence_peak": silence, "out_of_range_peak": wild,
-      "sentences": len(speech), "words": words,
+      "utterances": len(speech), "words": words,
       "params": lv.count_params(vocoder.params), "one_core": core is not None,
   }
   common.emit(figures)
