@@ -46,18 +46,25 @@ def test_run_session_from_a_checkpoint_is_quiet_and_writes_outputs(tmp_path, wor
 
 @pytest.mark.integration
 def test_checkpoint_logs_show_only_with_verbose(tmp_path, workdir, run_module):
-  # Companion of the quiet check above: the same checkpoint restore logs at
-  # INFO with -v, so "quiet" is a real check. An empty benchmark folder keeps
-  # it cheap (the model loads, nothing is replayed).
-  (tmp_path / "empty").mkdir()
-  args = ["--agent=model", f"--checkpoint={workdir}", "--benchmark=timespeak",
-          f"--data={tmp_path / 'empty'}", f"--out={tmp_path / 'o'}"]
+  # Companion of the quiet check above: the same run_session (same checkpoint
+  # restore) logs at INFO with -v, so "quiet" is a real check.
+  path = _wav(str(tmp_path / "in.wav"), seconds=0.2)
   for verbose in (False, True):
-    r = run_module("experiments.replay", *args, *(["-v"] if verbose else []))
+    r = run_module("experiments.run_session", f"--checkpoint={workdir}",
+                   f"--input={path}", f"--out={tmp_path / str(verbose)}",
+                   *(["-v"] if verbose else []))
     assert r.returncode == 0, r.stderr
     assert bool(_INFO.search(r.stderr)) == verbose, r.stderr
-    assert json.loads(r.stdout.strip().splitlines()[-1]) == {"done": 0, "skipped": 0,
-                                                            "errors": 0}
+
+
+@pytest.mark.integration
+def test_replay_of_an_empty_benchmark_folder_is_an_error_naming_it(tmp_path, workdir,
+                                                                  run_module):
+  (tmp_path / "empty").mkdir()
+  r = run_module("experiments.replay", "--agent=model", f"--checkpoint={workdir}",
+                 "--benchmark=timespeak", f"--data={tmp_path / 'empty'}",
+                 f"--out={tmp_path / 'o'}")
+  assert r.returncode == 2 and "empty" in r.stderr, r.stderr
 
 
 def test_run_session_needs_a_model_and_an_input(tmp_path, run_module):

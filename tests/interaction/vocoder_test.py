@@ -227,7 +227,7 @@ def test_trainer_writes_a_checkpoint_sessions_load_and_resumes(tmp_path, spec):
   """Two steps on synthetic speech (no espeak), then a resumed third."""
   from data_pipeline import episode as episode_lib
   from data_pipeline import synthetic
-  from experiments import train_vocoder
+  from experiments import vocoder_trainer as train_vocoder
   from experiments.configs import vocoder as vocoder_config
   data = tmp_path / "data" / "episodes" / "synthetic"
   for i in range(2):
