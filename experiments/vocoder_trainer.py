@@ -17,7 +17,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from experiments import cli
+from experiments import cli, trainer
 
 from interaction import audio_io
 from interaction import learned_vocoder as lv
@@ -197,22 +197,11 @@ def make_loss(config, vc: lv.VocoderConfig):
 # ---------------------------------------------------------------------------
 # The loop
 # ---------------------------------------------------------------------------
-def make_optimizer(config):
-  tc = config.train
-  if tc.warmup_steps >= tc.steps:
-    raise ValueError(f"train.warmup_steps: {tc.warmup_steps} must be smaller than "
-                     f"train.steps={tc.steps}")
-  schedule = optax.warmup_cosine_decay_schedule(
-      0.0, tc.lr, tc.warmup_steps, tc.steps, tc.lr * tc.end_lr_ratio)
-  return optax.chain(optax.clip_by_global_norm(tc.grad_clip),
-                     optax.adamw(schedule, weight_decay=tc.weight_decay))
-
-
 def make_train_step(config, vc: lv.VocoderConfig, warm: int):
   binder = lv.NetBinder(vc)
   consts = lv.constants(vc)
   loss_fn = make_loss(config, vc)
-  tx = make_optimizer(config)
+  tx = trainer.make_optimizer(config)
   skip = warm * vc.hop
 
   def objective(params, mel, target):

@@ -59,6 +59,8 @@ def get_config():
   t.warmup_steps = 100
   t.end_lr_ratio = 0.1
   t.weight_decay = 0.0
+  t.b1 = 0.9                   # AdamW moments (the trainer's make_optimizer)
+  t.b2 = 0.999
   t.grad_clip = 1.0
   t.seed = 0
   t.stft_sizes = "1024,512,256"   # multi-resolution STFT loss (hop = size / 4)
