@@ -73,9 +73,17 @@ def num_turns(ep: Episode, spec: LayoutSpec) -> int:
 
 
 def episode_example(ep: Episode, spec: LayoutSpec, *, start_turn: int,
-                    turns: int, params: mel_lib.MelParams | None = None
-                    ) -> dict[str, np.ndarray]:
-  """The window of `turns` micro-turns from `start_turn` (padded past the end)."""
+                    turns: int, params: mel_lib.MelParams | None = None,
+                    session_offset: int = 0) -> dict[str, np.ndarray]:
+  """The window of `turns` micro-turns from `start_turn` (padded past the end).
+
+  `first_turn` (int32 scalar) is the window's turn in its session: the
+  episode's own turn `start_turn`, plus `session_offset` turns of earlier
+  conversation the episode is imagined to follow (the model embeds elapsed
+  time and RoPE positions from it, interaction/model.py embed_episode).
+  """
+  if session_offset < 0:
+    raise ValueError(f"session_offset: {session_offset} must be >= 0")
   if ep.sample_rate != spec.sample_rate:
     raise ValueError(f"episode {ep.id}: sample rate {ep.sample_rate} != "
                      f"layout.sample_rate {spec.sample_rate}")
@@ -106,6 +114,7 @@ def episode_example(ep: Episode, spec: LayoutSpec, *, start_turn: int,
       "model_text": crop(text_slots(model_text_items(ep.model_text, spec), full,
                                     c[Stream.MODEL_TEXT], TOKENIZER.pad_id)),
       "turn_mask": (start_turn + np.arange(turns)) < n_total,
+      "first_turn": np.int32(start_turn + session_offset),
   }
   if spec.video_enabled:
     video = np.zeros((turns, spec.video_height, spec.video_width, 3), np.uint8)

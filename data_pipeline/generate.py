@@ -7,7 +7,7 @@ out)` writes `num` episodes per family:
 and with split='heldout' (or eval_refs=True) the benchmark-format references:
   OUT/fdb_v1/{turn_taking,pause_handling,user_interruption}/<id>/...
   OUT/fdb_v1_5/user_backchannel/<id>/...
-  OUT/timespeak/<id>/, OUT/cuespeak/<id>/
+  OUT/timespeak/<id>/, OUT/cuespeak/<id>/, OUT/delegation/<id>/{input.wav,task.json}
   OUT/repcount/{test.csv,videos/<id>.npz}, OUT/charades/{charades_sta_test.txt,videos/<id>.npz}
 each suite with a manifest.json. Sample i of a family is a pure function of
 (seed, split, family, i), so runs with any number of workers are identical.

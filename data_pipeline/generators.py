@@ -9,6 +9,19 @@ frames the renderer moved the object in).
 `refs` describe the evaluation references of the sample in the formats agreed
 with eval/ (WORKSPACE.md, "Data"): per-sample files, plus rows of the shared
 RepCount CSV / Charades-STA list, which the caller merges.
+
+The held-out split (ctx.split == 'heldout') shares nothing user-side with
+training, by construction:
+  - voices: tts.HELDOUT_VOICES (disjoint accents and variants from TRAIN_VOICES);
+  - rate, pitch and pitch range: the middle band of each range (VOICE_RANGES),
+    which training never draws;
+  - timings (gaps, pauses, start offsets, reply delays): `_timing` draws training
+    values on a 10 ms grid and held-out ones on the same grid shifted by 5 ms;
+  - sentences: every user-side list (questions, pause halves, interruptions,
+    backchannels, instructions and their wordings, cue words, cities, ...) is a
+    `Phrases` pair in USER_PHRASES, and a family picks from `ctx.split`'s half.
+The model's own lines (answers, fillers, acks, counts, tool result formats) are
+what the model learns to say and are shared by both splits.
 """
 
 from __future__ import annotations
@@ -24,6 +37,7 @@ from data_pipeline.episode import Episode
 SR = 16000
 VIDEO_FPS = 10.0          # rendered rate; the loader samples one frame per micro-turn
 VIDEO_HW = (160, 160)
+SPLITS = ("train", "heldout")
 
 
 @dataclasses.dataclass
@@ -33,6 +47,57 @@ class Context:
   split: str                      # 'train' | 'heldout'
   seed: int
   voices: tuple[str, ...]
+
+
+def _split(ctx: Context) -> str:
+  if ctx.split not in SPLITS:
+    raise ValueError(f"split: {ctx.split!r} is not one of {SPLITS}")
+  return ctx.split
+
+
+# Voice parameters: name -> ((lo, hi), (band_lo, band_hi)), integer ranges [lo, hi).
+# Training draws from [lo, hi) minus the band, the held-out split from the band
+# only. The band is the middle fifth of each range, so held-out voices take
+# values training never sees yet lie inside what it covers on both sides (no
+# systematic shift to faster or higher voices for the held-out split).
+VOICE_RANGES = {"rate": ((140, 190), (160, 170)),
+                "pitch": ((30, 70), (46, 54)),
+                "pitch_range": ((30, 70), (46, 54))}
+
+
+def _voice_param(rng: np.random.Generator, split: str, name: str) -> int:
+  (lo, hi), (b_lo, b_hi) = VOICE_RANGES[name]
+  if split == "heldout":
+    return int(rng.integers(b_lo, b_hi))
+  v = int(rng.integers(lo, hi - (b_hi - b_lo)))
+  return v + (b_hi - b_lo) if v >= b_lo else v
+
+
+# Timing draws (gaps, pauses, start offsets, reply and tool delays) sit on a
+# 10 ms grid from `lo`; the held-out split's grid is shifted by half a step, so
+# a drawn held-out timing is >= 5 ms from every training one (placing audio at
+# a sample and writing times with 4 decimals moves a time by < 0.1 ms). The
+# video families' event times are the exception: they sit on the 10 fps frames
+# in both splits (the references are frame indices, and a half-frame shift
+# would put every held-out event between the frames the loader samples).
+TIMING_GRID = 0.01
+
+
+def _timing(rng: np.random.Generator, ctx: Context, lo: float, hi: float) -> float:
+  """A timing in [lo, hi): lo + k * 10 ms (training) or lo + (k + 1/2) * 10 ms (held-out)."""
+  n = max(1, int(math.floor((hi - lo) / TIMING_GRID + 1e-9)))
+  k = int(rng.integers(n))
+  return lo + (k + (0.5 if _split(ctx) == "heldout" else 0.0)) * TIMING_GRID
+
+
+@dataclasses.dataclass(frozen=True)
+class Phrases:
+  """A user-side list split in two: training never sees a held-out entry."""
+  train: tuple[str, ...]
+  heldout: tuple[str, ...]
+
+  def of(self, ctx: Context) -> tuple[str, ...]:
+    return self.train if _split(ctx) == "train" else self.heldout
 
 
 class Timeline:
@@ -49,9 +114,9 @@ class Timeline:
                   "model": self._voice(ctx.voices[v[1]])}
 
   def _voice(self, name):
-    r = self.rng
-    return {"voice": name, "rate": int(r.integers(140, 190)),
-            "pitch": int(r.integers(30, 70)), "pitch_range": int(r.integers(30, 70))}
+    split = _split(self.ctx)
+    return {"voice": name, **{k: _voice_param(self.rng, split, k)
+                              for k in ("rate", "pitch", "pitch_range")}}
 
   def speak(self, who: str, t: float, text: str) -> dict:
     """Synthesizes `text` in `who`'s voice starting at `t`; returns the phrase."""
@@ -124,10 +189,122 @@ def _pick(rng, items):
   return items[int(rng.integers(len(items)))]
 
 
-_QUESTIONS = ["what is the capital of france", "can you tell me a fun fact",
-              "how do plants make food", "what should I cook tonight",
-              "why is the sky blue", "how far away is the moon",
-              "what is a good name for a cat", "how do I make tea"]
+# ---- user-side phrases, split ------------------------------------------------------
+# Every sentence, template and slot word the user says or types. Entries with
+# "{...}" are templates (the families fill them); a held-out template is
+# another wording of the same instruction, so the task stays the same kind.
+# A family picks with `_user(rng, ctx, name)`, from `ctx.split`'s half only.
+
+USER_PHRASES: dict[str, Phrases] = {
+    # turn_taking, user_interruption and backchannel
+    "question": Phrases(
+        train=("what is the capital of france", "can you tell me a fun fact",
+               "how do plants make food", "what should I cook tonight",
+               "why is the sky blue", "how far away is the moon",
+               "what is a good name for a cat", "how do I make tea"),
+        heldout=("what is the tallest mountain in the world", "how do bees make honey",
+                 "why do leaves change color in autumn", "what is a good book to read",
+                 "how many legs does a spider have", "where do penguins live")),
+    # pause_handling: the words before and after the pause
+    "pause_first": Phrases(
+        train=("I was wondering", "so the thing is", "let me see", "tell me about"),
+        heldout=("I would like to know", "so basically", "I keep thinking about",
+                 "could you explain")),
+    "pause_rest": Phrases(
+        train=("what time it is in tokyo", "how rainbows form", "where I left my keys",
+               "the history of jazz"),
+        heldout=("how volcanoes erupt", "why cats purr", "the rules of chess",
+                 "where the nearest bank is")),
+    "interrupt": Phrases(
+        train=("wait, actually, stop for a second", "sorry, can you say that more simply",
+               "hold on, I have another question", "no no, tell me something else"),
+        heldout=("excuse me, let me jump in here", "hang on, that is not what I asked",
+                 "one second, I want to ask something", "sorry to cut in, can we change topic")),
+    "backchannel": Phrases(
+        train=("mhm", "yeah", "uh huh", "right", "okay", "I see"),
+        heldout=("yep", "oh wow", "sure thing", "makes sense")),
+    # timespeak: "say WORD every N seconds" and "tell me when N seconds have passed"
+    "timespeak_periodic": Phrases(
+        train=("say {word} every {n} seconds", "keep saying {word} every {n} seconds"),
+        heldout=("every {n} seconds, say {word}", "say {word} once every {n} seconds",
+                 "repeat the word {word} every {n} seconds")),
+    "timespeak_word": Phrases(
+        train=("hello", "ping", "beep", "tick", "now"),
+        heldout=("pong", "chime", "hey")),
+    "timespeak_elapsed": Phrases(
+        train=("tell me when {n} seconds have passed", "let me know when {n} seconds are up"),
+        heldout=("after {n} seconds, tell me", "say something when {n} seconds have gone by",
+                 "give me a shout once {n} seconds pass")),
+    "timespeak_stop": Phrases(
+        train=("stop", "okay, you can stop now", "that is enough"),
+        heldout=("please stop now", "alright, that will do", "you can quit now")),
+    # cuespeak: "whenever I say CUE, say WORD", then sentences with and without the cue.
+    # The cue is one word, bare in a cue sentence (the model answers after that
+    # word); the held-out cues start with a consonant, for the held-out "a {}".
+    "cue_instruction": Phrases(
+        train=("whenever I say {cue}, say {say}", "when you hear me say {cue}, say {say}"),
+        heldout=("each time I mention {cue}, say {say}", "if I say {cue}, answer {say}",
+                 "every time you hear {cue}, reply {say}")),
+    "cue_word": Phrases(
+        train=("apple", "banana", "orange", "river", "guitar", "pencil"),
+        heldout=("lemon", "candle", "rocket", "blanket")),
+    "cue_response": Phrases(
+        train=("bingo", "yes", "got it", "beep", "ding"),
+        heldout=("bravo", "gotcha", "nice one")),
+    "cue_sentence": Phrases(
+        train=("I ate an {} for lunch", "there is a {} on the table",
+               "my friend gave me a {} yesterday", "do you like {} or not",
+               "the word {} is fun to say", "we saw a {} at the park"),
+        heldout=("I put a {} in my bag", "have you ever seen a {} up close",
+                 "she drew a {} on the paper", "the {} was bigger than I expected")),
+    "filler_sentence": Phrases(
+        train=("the weather is nice today", "I need to buy some milk",
+               "my train leaves at noon", "let us talk about music"),
+        heldout=("the bus was full this morning", "I called my aunt last night",
+                 "we might go hiking on sunday", "this soup needs more salt")),
+    # visual_counting and visual_start_stop (typed)
+    "count_instruction": Phrases(
+        train=("count the repetitions", "count each repetition out loud",
+               "say the count after every repetition"),
+        heldout=("keep a running count of the repeats",
+                 "tell me the number each time it repeats")),
+    "startstop_instruction": Phrases(
+        train=("say start when the {obj} {what} and stop when it stops",
+               "say start as soon as the {obj} {what} and stop when it stops"),
+        heldout=("when the {obj} {what}, say start, then say stop once it stops",
+                 "call out start when the {obj} {what} and stop when it is still")),
+    "startstop_object": Phrases(train=("ball", "box"), heldout=("dot", "block")),
+    # delegation: the questions and the cities in them
+    "calc_question": Phrases(
+        train=("what is {a} times {b}", "tell me {a} times {b}"),
+        heldout=("how much is {a} times {b}", "can you work out {a} times {b}",
+                 "what do you get for {a} times {b}")),
+    "weather_question": Phrases(
+        train=("what is the weather in {city} right now", "what is the weather like in {city}"),
+        heldout=("how is the weather in {city} today", "what is it like outside in {city}",
+                 "tell me the weather for {city}")),
+    "weather_city": Phrases(
+        train=("paris", "tokyo", "lima", "oslo", "cairo"),
+        heldout=("rome", "dublin", "nairobi", "hanoi")),
+    "train_question": Phrases(
+        train=("when does the next train to {city} leave", "when is the next train to {city}"),
+        heldout=("when can I catch a train to {city}", "when does a train go to {city} next",
+                 "how soon is the next train to {city}")),
+    "train_city": Phrases(
+        train=("boston", "denver", "austin", "seattle"),
+        heldout=("chicago", "phoenix", "portland", "atlanta")),
+}
+# The rendered shape of each visual_start_stop object, both splits.
+_OBJECT_SHAPE = {"ball": "circle", "dot": "circle", "box": "square", "block": "square"}
+
+
+def _user(rng, ctx: Context, name: str) -> str:
+  """A user-side phrase (or template, or slot word) from `ctx.split`'s half of `name`."""
+  return _pick(rng, USER_PHRASES[name].of(ctx))
+
+
+# ---- the model's lines (shared by both splits: what the model learns to say) -------
+
 _ANSWERS = ["sure, the answer is quite simple", "well, let me think about that",
             "good question, here is what I know", "okay, I can help with that",
             "that depends on a few things", "here is a short answer for you"]
@@ -139,7 +316,9 @@ _LONG = ["the sky looks blue because air scatters short blue light more than red
          "light crosses in a little more than one second",
          "to make good tea you boil fresh water pour it over the leaves and wait "
          "three or four minutes before drinking"]
-_BACKCHANNELS = ["mhm", "yeah", "uh huh", "right", "okay", "I see"]
+_RESUMES = ["okay, sure", "of course, let me try again", "sure, go ahead", "alright, what else"]
+_DELEGATE_FILLERS = ["let me check", "one moment", "let me look that up"]
+# Number words: the intervals in timespeak instructions (both splits) and the model's counts.
 _NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven",
                  "eight", "nine", "ten", "eleven", "twelve"]
 
@@ -163,10 +342,10 @@ def _fdb_v1_refs(ep: Episode, task: str, task_json: list, until: float | None = 
 
 def turn_taking(rng, ctx):
   tl = Timeline(rng, ctx)
-  q = tl.speak("user", rng.uniform(0.2, 1.0), _pick(rng, _QUESTIONS))
-  gap = rng.uniform(0.2, 0.6)
+  q = tl.speak("user", _timing(rng, ctx, 0.2, 1.0), _user(rng, ctx, "question"))
+  gap = _timing(rng, ctx, 0.2, 0.6)
   a = tl.speak("model", q["t_end"] + gap, _pick(rng, _ANSWERS))
-  ep = tl.build(a["t_end"] + rng.uniform(0.4, 1.0),
+  ep = tl.build(a["t_end"] + _timing(rng, ctx, 0.4, 1.0),
                 {"user_turn_end": q["t_end"], "model_start": a["t_start"]})
   return ep, _fdb_v1_refs(ep, "turn_taking", [
       {"text": "[TURN-TAKING]", "timestamp": [q["t_end"], a["t_start"]]}])
@@ -174,14 +353,13 @@ def turn_taking(rng, ctx):
 
 def pause_handling(rng, ctx):
   tl = Timeline(rng, ctx)
-  first = _pick(rng, ["I was wondering", "so the thing is", "let me see", "tell me about"])
-  rest = _pick(rng, ["what time it is in tokyo", "how rainbows form",
-                     "where I left my keys", "the history of jazz"])
-  a = tl.speak("user", rng.uniform(0.2, 1.0), first)
-  pause = rng.uniform(1.0, 2.5)
+  first = _user(rng, ctx, "pause_first")
+  rest = _user(rng, ctx, "pause_rest")
+  a = tl.speak("user", _timing(rng, ctx, 0.2, 1.0), first)
+  pause = _timing(rng, ctx, 1.0, 2.5)
   b = tl.speak("user", a["t_end"] + pause, rest)
-  r = tl.speak("model", b["t_end"] + rng.uniform(0.2, 0.6), _pick(rng, _ANSWERS))
-  ep = tl.build(r["t_end"] + rng.uniform(0.3, 0.8),
+  r = tl.speak("model", b["t_end"] + _timing(rng, ctx, 0.2, 0.6), _pick(rng, _ANSWERS))
+  ep = tl.build(r["t_end"] + _timing(rng, ctx, 0.3, 0.8),
                 {"pause": [a["t_end"], b["t_start"]], "user_turn_end": b["t_end"],
                  "model_start": r["t_start"]})
   # The FDB input stops just after the user's last word: any model speech in
@@ -192,21 +370,16 @@ def pause_handling(rng, ctx):
 
 def user_interruption(rng, ctx):
   tl = Timeline(rng, ctx)
-  q = tl.speak("user", rng.uniform(0.2, 0.8), _pick(rng, _QUESTIONS))
-  long_answer = tl.speak("model", q["t_end"] + rng.uniform(0.2, 0.5), _pick(rng, _LONG))
-  i0 = rng.uniform(long_answer["t_start"] + 1.0,
-                   max(long_answer["t_start"] + 1.2, long_answer["t_end"] - 1.0))
+  q = tl.speak("user", _timing(rng, ctx, 0.2, 0.8), _user(rng, ctx, "question"))
+  long_answer = tl.speak("model", q["t_end"] + _timing(rng, ctx, 0.2, 0.5), _pick(rng, _LONG))
+  i0 = _timing(rng, ctx, long_answer["t_start"] + 1.0,
+               max(long_answer["t_start"] + 1.2, long_answer["t_end"] - 1.0))
   context_text = long_answer["text"]
-  interrupt = tl.speak("user", i0, _pick(rng, ["wait, actually, stop for a second",
-                                               "sorry, can you say that more simply",
-                                               "hold on, I have another question",
-                                               "no no, tell me something else"]))
-  stop = i0 + rng.uniform(0.2, 0.4)
+  interrupt = tl.speak("user", i0, _user(rng, ctx, "interrupt"))
+  stop = i0 + _timing(rng, ctx, 0.2, 0.4)
   tl.cut_model(stop)
-  r = tl.speak("model", interrupt["t_end"] + rng.uniform(0.2, 0.5),
-               _pick(rng, ["okay, sure", "of course, let me try again",
-                           "sure, go ahead", "alright, what else"]))
-  ep = tl.build(r["t_end"] + rng.uniform(0.3, 0.8), {
+  r = tl.speak("model", interrupt["t_end"] + _timing(rng, ctx, 0.2, 0.5), _pick(rng, _RESUMES))
+  ep = tl.build(r["t_end"] + _timing(rng, ctx, 0.3, 0.8), {
       "interrupt": [interrupt["t_start"], interrupt["t_end"]], "model_stop": stop,
       "model_response_start": r["t_start"]})
   return ep, _fdb_v1_refs(ep, "user_interruption", [
@@ -216,16 +389,16 @@ def user_interruption(rng, ctx):
 
 def backchannel(rng, ctx):
   tl = Timeline(rng, ctx)
-  q = tl.speak("user", rng.uniform(0.2, 0.8), _pick(rng, _QUESTIONS))
-  ans = tl.speak("model", q["t_end"] + rng.uniform(0.2, 0.5), _pick(rng, _LONG))
+  q = tl.speak("user", _timing(rng, ctx, 0.2, 0.8), _user(rng, ctx, "question"))
+  ans = tl.speak("model", q["t_end"] + _timing(rng, ctx, 0.2, 0.5), _pick(rng, _LONG))
   clean_user = tl.user.copy()  # the user stream before any backchannel is added
   n_bc = int(rng.integers(1, 3))
   span = ans["t_end"] - ans["t_start"]
   bcs = []
   for k in range(n_bc):
-    t = ans["t_start"] + span * (k + rng.uniform(0.25, 0.6)) / n_bc
-    bcs.append(tl.speak("user", t, _pick(rng, _BACKCHANNELS)))
-  ep = tl.build(ans["t_end"] + rng.uniform(0.4, 1.0), {
+    t = ans["t_start"] + span * (k + _timing(rng, ctx, 0.25, 0.6)) / n_bc
+    bcs.append(tl.speak("user", t, _user(rng, ctx, "backchannel")))
+  ep = tl.build(ans["t_end"] + _timing(rng, ctx, 0.4, 1.0), {
       "backchannels": [[b["t_start"], b["t_end"]] for b in bcs],
       "model_speech_continues": [ans["t_start"], ans["t_end"]]})
   clean = np.pad(clean_user, (0, len(ep.user_audio) - len(clean_user)))
@@ -257,32 +430,32 @@ def _task_json(ctx, family, instruction, mode, itime, cue, targets, duration):
 
 def timespeak(rng, ctx):
   tl = Timeline(rng, ctx)
-  t0 = rng.uniform(0.2, 0.8)
+  t0 = _timing(rng, ctx, 0.2, 0.8)
   targets = []
   if rng.random() < 0.5:
-    word = _pick(rng, ["hello", "ping", "beep", "tick", "now"])
+    word = _user(rng, ctx, "timespeak_word")
     n = int(rng.integers(2, 4))
-    text = f"say {word} every {_NUMBER_WORDS[n]} seconds"
+    text = _user(rng, ctx, "timespeak_periodic").format(word=word, n=_NUMBER_WORDS[n])
     mode, itime = _instruction(tl, rng, t0, text)
     k_max = int(rng.integers(2, 4))
     for k in range(1, k_max + 1):
       t = itime[1] + k * n
       tl.speak("model", t, word)
       targets.append({"text": word, "window": [round(t - 0.5, 4), round(t + 0.7, 4)]})
-    stop = tl.speak("user", itime[1] + k_max * n + rng.uniform(0.8, 1.5),
-                    _pick(rng, ["stop", "okay, you can stop now", "that is enough"]))
+    stop = tl.speak("user", itime[1] + k_max * n + _timing(rng, ctx, 0.8, 1.5),
+                    _user(rng, ctx, "timespeak_stop"))
     ack = tl.speak("model", stop["t_end"] + 0.3, "okay")
     end = ack["t_end"]
   else:
     n = int(rng.integers(3, 8))
-    text = f"tell me when {_NUMBER_WORDS[n]} seconds have passed"
+    text = _user(rng, ctx, "timespeak_elapsed").format(n=_NUMBER_WORDS[n])
     mode, itime = _instruction(tl, rng, t0, text)
     t = itime[1] + n
     reply = f"{_NUMBER_WORDS[n]} seconds have passed"
     ph = tl.speak("model", t, reply)
     targets.append({"text": reply, "window": [round(t - 0.5, 4), round(t + 0.7, 4)]})
     end = ph["t_end"]
-  dur = end + rng.uniform(0.4, 1.0)
+  dur = end + _timing(rng, ctx, 0.4, 1.0)
   # A target's reference time is the window's centre minus 0.1 s (window [t-0.5, t+0.7]).
   ep = tl.build(dur, {"instruction": text, "instruction_mode": mode,
                       "instruction_time": itime, "targets": targets})
@@ -291,34 +464,27 @@ def timespeak(rng, ctx):
       "task.json": _task_json(ctx, "timespeak", text, mode, itime, None, targets, dur)}}
 
 
-_CUE_SENTENCES = ["I ate an {} for lunch", "there is a {} on the table",
-                  "my friend gave me a {} yesterday", "do you like {} or not",
-                  "the word {} is fun to say", "we saw a {} at the park"]
-_FILLER_SENTENCES = ["the weather is nice today", "I need to buy some milk",
-                     "my train leaves at noon", "let us talk about music"]
-
-
 def cuespeak(rng, ctx):
   tl = Timeline(rng, ctx)
-  cue = _pick(rng, ["apple", "banana", "orange", "river", "guitar", "pencil"])
-  say = _pick(rng, ["bingo", "yes", "got it", "beep", "ding"])
-  text = f"whenever I say {cue}, say {say}"
-  mode, itime = _instruction(tl, rng, rng.uniform(0.2, 0.8), text)
-  t = itime[1] + rng.uniform(0.6, 1.2)
+  cue = _user(rng, ctx, "cue_word")
+  say = _user(rng, ctx, "cue_response")
+  text = _user(rng, ctx, "cue_instruction").format(cue=cue, say=say)
+  mode, itime = _instruction(tl, rng, _timing(rng, ctx, 0.2, 0.8), text)
+  t = itime[1] + _timing(rng, ctx, 0.6, 1.2)
   targets = []
   n = int(rng.integers(3, 5))
   with_cue = rng.permutation([True] * max(1, n - 1) + [False] * (n - max(1, n - 1)))
   for has_cue in with_cue:
     if has_cue:
-      ph = tl.speak("user", t, _pick(rng, _CUE_SENTENCES).format(cue))
+      ph = tl.speak("user", t, _user(rng, ctx, "cue_sentence").format(cue))
       w = next(w for w in ph["words"] if w["text"].lower() == cue)
       # The model answers right after the cue word, over the user if need be.
-      at = w["t_end"] + rng.uniform(0.15, 0.35)
+      at = w["t_end"] + _timing(rng, ctx, 0.15, 0.35)
       tl.speak("model", at, say)
       targets.append({"text": say, "window": [round(w["t_end"], 4), round(w["t_end"] + 1.5, 4)]})
     else:
-      ph = tl.speak("user", t, _pick(rng, _FILLER_SENTENCES))
-    t = ph["t_end"] + rng.uniform(0.7, 1.4)
+      ph = tl.speak("user", t, _user(rng, ctx, "filler_sentence"))
+    t = ph["t_end"] + _timing(rng, ctx, 0.7, 1.4)
   dur = max(tl.end(), t - 0.4)
   ep = tl.build(dur, {"instruction": text, "instruction_mode": mode,
                       "instruction_time": itime, "cue_word": cue, "response": say,
@@ -364,10 +530,10 @@ def visual_counting(rng, ctx):
   # Rep boundaries sit on frame times so the CSV's frame indices are exact.
   bounds = np.round((lead + np.concatenate([[0], np.cumsum(periods)])) * VIDEO_FPS) / VIDEO_FPS
   reps = [(float(bounds[k]), float(bounds[k + 1])) for k in range(n_reps)]
-  tl.typed(0.0, "count the repetitions")
+  tl.typed(0.0, _user(rng, ctx, "count_instruction"))
   for k, (_, e) in enumerate(reps):
     tl.speak("model", e + 0.3, _NUMBER_WORDS[k + 1])
-  dur = max(tl.end(), bounds[-1]) + rng.uniform(0.6, 1.2)
+  dur = max(tl.end(), bounds[-1]) + _timing(rng, ctx, 0.6, 1.2)
   n_frames = int(math.ceil(dur * VIDEO_FPS))
   times = np.arange(n_frames) / VIDEO_FPS
   phase = np.zeros(n_frames)
@@ -392,14 +558,14 @@ def visual_counting(rng, ctx):
 
 def visual_start_stop(rng, ctx):
   tl = Timeline(rng, ctx)
-  obj = _pick(rng, ["ball", "box"])
+  obj = _user(rng, ctx, "startstop_object")
   what = _pick(rng, ["moves", "shakes"])
-  tl.typed(0.0, f"say start when the {obj} {what} and stop when it stops")
+  tl.typed(0.0, _user(rng, ctx, "startstop_instruction").format(obj=obj, what=what))
   t_s = round(rng.uniform(1.2, 3.0) * VIDEO_FPS) / VIDEO_FPS
   t_e = round((t_s + rng.uniform(1.5, 4.0)) * VIDEO_FPS) / VIDEO_FPS
   tl.speak("model", t_s + 0.3, "start")
   tl.speak("model", t_e + 0.3, "stop")
-  dur = max(tl.end(), t_e) + rng.uniform(0.8, 1.5)
+  dur = max(tl.end(), t_e) + _timing(rng, ctx, 0.8, 1.5)
   n_frames = int(math.ceil(dur * VIDEO_FPS))
   times = np.arange(n_frames) / VIDEO_FPS
   active = (times >= t_s) & (times < t_e)
@@ -410,7 +576,7 @@ def visual_start_stop(rng, ctx):
   # A sine starts at 0: nudge the first active frame so the motion is visible at t_s.
   off[active] += np.where(off[active] >= 0, 3.0, -3.0)
   pos = np.stack([np.full(n_frames, r0), c0 + off], 1)
-  video = _render(pos, rng, "circle" if obj == "ball" else "square")
+  video = _render(pos, rng, _OBJECT_SHAPE[obj])
   sentence = f"the {obj} {what}"
   ep = tl.build(dur, {"event": [t_s, t_e], "sentence": sentence}, video=video)
   return ep, {"suite": "charades", "video": ("videos", ctx.id, video),
@@ -419,42 +585,63 @@ def visual_start_stop(rng, ctx):
 
 # ---- delegation ---------------------------------------------------------------------
 
-def _tool_question(rng):
+def _tool_question(rng, ctx):
+  """(question the user asks, the model's answer, the tool's result text)."""
   kind = int(rng.integers(3))
   if kind == 0:
     a, b = int(rng.integers(12, 99)), int(rng.integers(12, 99))
-    return f"what is {a} times {b}", f"{a} times {b} is {a * b}", f"calc: {a}*{b} = {a * b}"
+    return (_user(rng, ctx, "calc_question").format(a=a, b=b), f"{a} times {b} is {a * b}",
+            f"calc: {a}*{b} = {a * b}")
   if kind == 1:
-    city = _pick(rng, ["paris", "tokyo", "lima", "oslo", "cairo"])
+    city = _user(rng, ctx, "weather_city")
     deg = int(rng.integers(-5, 35))
     sky = _pick(rng, ["sunny", "cloudy", "rainy"])
-    return (f"what is the weather in {city} right now",
+    return (_user(rng, ctx, "weather_question").format(city=city),
             f"it is {deg} degrees and {sky} in {city}",
             f"weather: {city} {deg}C {sky}")
-  city = _pick(rng, ["boston", "denver", "austin", "seattle"])
+  city = _user(rng, ctx, "train_city")
   hh, mm = int(rng.integers(1, 12)), int(rng.choice([0, 15, 30, 45]))
-  return (f"when does the next train to {city} leave",
+  return (_user(rng, ctx, "train_question").format(city=city),
           f"the next train to {city} leaves at {hh} {mm:02d}",
           f"trains: {city} {hh}:{mm:02d}")
 
 
+# Seconds after the model's filler ends within which <delegate> counts as on time,
+# and after the result is readable within which the answer must start (task.json).
+DELEGATE_SLACK_S = 1.0
+ANSWER_WINDOW_S = 3.0
+
+
 def delegation(rng, ctx):
   tl = Timeline(rng, ctx)
-  question, answer, result = _tool_question(rng)
-  q = tl.speak("user", rng.uniform(0.2, 0.8), question)
-  filler = tl.speak("model", q["t_end"] + rng.uniform(0.2, 0.5),
-                    _pick(rng, ["let me check", "one moment", "let me look that up"]))
+  question, answer, result = _tool_question(rng, ctx)
+  q = tl.speak("user", _timing(rng, ctx, 0.2, 0.8), question)
+  filler = tl.speak("model", q["t_end"] + _timing(rng, ctx, 0.2, 0.5),
+                    _pick(rng, _DELEGATE_FILLERS))
   delegate_t = filler["t_end"]
   tl.control(delegate_t, "<delegate>")
-  arrive = delegate_t + rng.uniform(0.8, 2.5)
+  arrive = delegate_t + _timing(rng, ctx, 0.8, 2.5)
   tl.result(arrive, result)
   # The result text drains into the model at 2 bytes per micro-turn first.
   readable = arrive + 0.2 * math.ceil(len(result.encode()) / 2)
-  r = tl.speak("model", readable + rng.uniform(0.2, 0.5), answer)
-  ep = tl.build(r["t_end"] + rng.uniform(0.4, 1.0), {
+  r = tl.speak("model", readable + _timing(rng, ctx, 0.2, 0.5), answer)
+  duration = r["t_end"] + _timing(rng, ctx, 0.4, 1.0)
+  ep = tl.build(duration, {
       "question": question, "delegate_time": delegate_t, "result_time": arrive,
       "result": result, "answer": answer, "answer_start": r["t_start"]})
-  return ep, None
+  # The eval reference: <delegate> inside delegate_window, the tool result fed
+  # to the model's background_text stream at its time, the spoken answer
+  # starting inside answer_window. The result needs >= 0.8 s to arrive and
+  # >= 1.8 s to drain (>= 17 bytes), so delegate_window ends before
+  # answer_window starts.
+  task = {"id": ctx.id, "family": "delegation", "question": question,
+          "question_end": q["t_end"],
+          "delegate_window": [q["t_end"], round(delegate_t + DELEGATE_SLACK_S, 4)],
+          "background": [[round(arrive, 4), result]],
+          "answer": answer,
+          "answer_window": [round(readable, 4), round(readable + ANSWER_WINDOW_S, 4)],
+          "duration": round(duration, 4)}
+  return ep, {"suite": "delegation", "files": {"input.wav": ep.user_audio, "task.json": task}}
 
 
 FAMILIES = {

@@ -45,11 +45,43 @@ def _crop_start(n_total: int, turns: int, crop: str, rng: np.random.Generator) -
   return int(rng.integers(0, n_total - turns + 1))
 
 
+class SessionOffset:
+  """Where in a session a training window sits (data.session_offset_*).
+
+  With probability `prob` an episode is placed after `U{0..max_turns}` turns
+  of earlier conversation, so elapsed times and RoPE positions in training
+  cover what a long session reaches (its KV capacity and beyond) instead of
+  only an episode's first seconds. prob 0 draws nothing: the crop stream is
+  the same as without offsets.
+  """
+
+  def __init__(self, prob: float, max_turns: int):
+    if not 0.0 <= prob <= 1.0:
+      raise ValueError(f"data.session_offset_prob: {prob} is not in [0, 1]")
+    if max_turns < 0:
+      raise ValueError(f"data.session_offset_max_turns: {max_turns} must be >= 0")
+    self.prob, self.max_turns = float(prob), int(max_turns)
+
+  @classmethod
+  def from_config(cls, data) -> "SessionOffset":
+    get = data.get if hasattr(data, "get") else (lambda k, d: d)
+    return cls(float(get("session_offset_prob", 0.0)),
+               int(get("session_offset_max_turns", 0)))
+
+  def __call__(self, rng: np.random.Generator) -> int:
+    if self.prob == 0.0 or self.max_turns == 0:
+      return 0
+    if rng.random() >= self.prob:
+      return 0
+    return int(rng.integers(0, self.max_turns + 1))
+
+
 class _EpisodeLoader:
   """Reads and crops one episode; errors become a skip marker, never an exception."""
 
-  def __init__(self, spec, params, turns, crop):
+  def __init__(self, spec, params, turns, crop, offset: SessionOffset):
     self.spec, self.params, self.turns, self.crop = spec, params, turns, crop
+    self.offset = offset
 
   def __call__(self, path, rng: np.random.Generator):
     try:
@@ -58,16 +90,18 @@ class _EpisodeLoader:
       start = _crop_start(example_lib.num_turns(ep, self.spec), self.turns,
                           self.crop, rng)
       return example_lib.episode_example(ep, self.spec, start_turn=start,
-                                         turns=self.turns, params=self.params)
+                                         turns=self.turns, params=self.params,
+                                         session_offset=self.offset(rng))
     except (ValueError, OSError, KeyError, TypeError) as e:
       return {_SKIP: str(path), "kind": type(e).__name__, "error": str(e)}
 
 
 class _SyntheticMaker:
 
-  def __init__(self, spec, params, turns, seed, crop):
+  def __init__(self, spec, params, turns, seed, crop, offset: SessionOffset):
     self.spec, self.params, self.turns, self.seed, self.crop = (
         spec, params, turns, seed, crop)
+    self.offset = offset
 
   def __call__(self, index):
     spec = self.spec
@@ -78,7 +112,8 @@ class _SyntheticMaker:
     rng = np.random.default_rng([self.seed, int(index), 1])
     start = _crop_start(example_lib.num_turns(ep, spec), self.turns, self.crop, rng)
     return example_lib.episode_example(ep, spec, start_turn=start,
-                                       turns=self.turns, params=self.params)
+                                       turns=self.turns, params=self.params,
+                                       session_offset=self.offset(rng))
 
 
 def _families(data) -> list[str] | None:
@@ -104,9 +139,10 @@ def build_dataset(config, *, process_index: int = 0, process_count: int = 1):
   crop = str(data.get("crop", "random"))
   if crop not in ("random", "start"):
     raise ValueError(f"data.crop: {crop!r} is not 'random' or 'start'")
+  offset = SessionOffset.from_config(data)
   if data.source == "synthetic":
     ds = grain.MapDataset.range(_SYNTHETIC_LENGTH)[process_index::process_count]
-    ds = ds.map(_SyntheticMaker(spec, params, turns, seed, crop))
+    ds = ds.map(_SyntheticMaker(spec, params, turns, seed, crop, offset))
   elif data.source == "episodes":
     if not data.path:
       raise ValueError("data.path: required when data.source='episodes'")
@@ -116,7 +152,7 @@ def build_dataset(config, *, process_index: int = 0, process_count: int = 1):
                        f"(families={data.families!r}) for {process_count} processes")
     ds = grain.MapDataset.source([str(p) for p in paths])[process_index::process_count]
     ds = ds.shuffle(seed=seed).repeat(None)
-    ds = ds.random_map(_EpisodeLoader(spec, params, turns, crop), seed=seed)
+    ds = ds.random_map(_EpisodeLoader(spec, params, turns, crop, offset), seed=seed)
   else:
     raise ValueError(f"data.source: {data.source!r} is not 'synthetic' or 'episodes'")
   threads = _int_field(data, "num_threads", 2)
@@ -218,6 +254,7 @@ def batch_spec(config) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
       "background_text": ((b, t, spec.count(Stream.BACKGROUND_TEXT)), np.dtype(np.int32)),
       "model_text": ((b, t, spec.count(Stream.MODEL_TEXT)), np.dtype(np.int32)),
       "turn_mask": ((b, t), np.dtype(bool)),
+      "first_turn": ((b,), np.dtype(np.int32)),
   }
   if spec.video_enabled:
     out["video"] = ((b, t, spec.video_height, spec.video_width, 3), np.dtype(np.uint8))

@@ -7,8 +7,10 @@ Layout of the package (one job per module):
   samples.py    the `Sample` every loader produces
   loaders.py    the benchmarks' published formats and our synthetic suites
   replay.py     the replay harness
+  late.py       the late-session column: samples replayed after earlier conversation
   predictions.py  reading replay folders and the benchmarks' prediction files
-  scoring/      one scorer per benchmark, following the published code
+  scoring/      one scorer per benchmark, following the published code (and what
+                each metric needs an agent to be able to do: REQUIRES)
   judges.py     offline rule-based judge and the LLM adapter slot
   asr.py        speech recognition with word times (PocketSphinx; transcribe, word_error_rate)
   vad.py        voice activity segments (Silero VAD via ONNX, or webrtcvad)

@@ -18,6 +18,8 @@ from data_pipeline import words as words_lib
 # The stream whose events are the model's spoken words; other streams (e.g.
 # 'control' for <delegate>) are kept in events.jsonl but never scored.
 SPOKEN = "model_text"
+# The stream of control-token events (`<delegate>`, `<cancel>`).
+CONTROL = "control"
 
 
 @dataclasses.dataclass(frozen=True)

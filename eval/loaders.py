@@ -125,6 +125,9 @@ def _reference_points(sample: Sample) -> list:
     return ([("task.json instruction_time end", ref["instruction_time"][1])]
             + [(f"task.json targets[{i}].window start", t["window"][0])
                for i, t in enumerate(ref["targets"])])
+  if b == "delegation":
+    return [("task.json delegate_window start", ref["delegate_window"][0]),
+            ("task.json answer_window start", ref["answer_window"][0])]
   return []
 
 
@@ -452,10 +455,87 @@ def load_cuespeak(root: str) -> LoadResult:
   return _load_task_suite(root, "cuespeak")
 
 
+# --------------------------------------------------------------------------- #
+# Delegation (our format)
+
+
+def _time(value, what: str) -> float:
+  if isinstance(value, bool) or not isinstance(value, (int, float)) \
+      or not math.isfinite(float(value)) or value < 0:
+    raise ValueError(f"{what} must be a time >= 0 in seconds, got {value!r}")
+  return float(value)
+
+
+def _parse_delegation(task: dict) -> dict:
+  """task.json: {"id", "family": "delegation", "question", "question_end",
+  "delegate_window": [t0, t1], "background": [[t, text], ...], "answer",
+  "answer_window": [t0, t1], "duration"}."""
+  if not isinstance(task, dict):
+    raise ValueError("task.json must be an object")
+  for k in ("question", "question_end", "delegate_window", "background", "answer",
+            "answer_window", "duration"):
+    if k not in task:
+      raise ValueError(f"task.json lacks field {k!r}")
+  if task.get("family", "delegation") != "delegation":
+    raise ValueError(f"task.json family {task.get('family')!r} != suite 'delegation'")
+  for k in ("question", "answer"):
+    if not isinstance(task[k], str) or not task[k].strip():
+      raise ValueError(f"task.json {k} must be a non-empty string")
+  bg = task["background"]
+  if not isinstance(bg, list):
+    raise ValueError("task.json background must be a list of [time, text]")
+  background = []
+  for i, item in enumerate(bg):
+    if not isinstance(item, (list, tuple)) or len(item) != 2 or not isinstance(item[1], str):
+      raise ValueError(f"task.json background[{i}] must be [time, text], got {item!r}")
+    background.append((_time(item[0], f"background[{i}] time"), item[1]))
+  duration = _time(task["duration"], "duration")
+  if duration <= 0:
+    raise ValueError("task.json duration must be > 0")
+  return {"question": task["question"], "question_end": _time(task["question_end"], "question_end"),
+          "delegate_window": _interval(task["delegate_window"], "delegate_window"),
+          "background": background, "answer": task["answer"],
+          "answer_window": _interval(task["answer_window"], "answer_window"),
+          "duration": duration}
+
+
+def load_delegation(root: str) -> LoadResult:
+  """`delegation/<id>/{input.wav,task.json}`: the user's spoken question; the
+  agent must emit `<delegate>` inside `delegate_window` (not before the
+  question ends), gets the tool result on its background text stream at the
+  `background` times, and must say the answer inside `answer_window`. The
+  replay lasts `duration` (a shorter input.wav is padded with silence)."""
+  if not os.path.isdir(root):
+    raise ValueError(f"benchmark folder not found: {root}")
+  samples, errors = [], []
+  for sid in _subdirs(root):
+    d = os.path.join(root, sid)
+    try:
+      ref = _parse_delegation(_read_json(os.path.join(d, "task.json")))
+    except ValueError as e:
+      errors.append(SampleError(sid, "delegation", str(e)))
+      continue
+    s = Sample(sid, "delegation", "", d, ref, audio_path=os.path.join(d, "input.wav"),
+               background_text=list(ref["background"]), question=ref["question"],
+               min_duration=ref["duration"])
+    _check_audio(s)
+    if not s.media_error:
+      wav_s = audio_io.wav_duration(s.audio_path)
+      if ref["question_end"] > wav_s + _END_SLACK_S:
+        errors.append(SampleError(sid, "delegation",
+                                  f"reference task.json question_end {ref['question_end']:g} s "
+                                  f"lies past the end of input.wav ({wav_s:.2f} s): "
+                                  "truncated input?"))
+        continue
+    if _audio_sample(s, errors, sid):
+      samples.append(s)
+  return LoadResult(samples, errors, _read_manifest(root))
+
+
 LOADERS = {"fdb_v1": load_fdb_v1, "fdb_v1_5": load_fdb_v1_5,
            "proactive_videoqa": load_proactive_videoqa, "repcount": load_repcount,
            "charades": load_charades, "timespeak": load_timespeak,
-           "cuespeak": load_cuespeak}
+           "cuespeak": load_cuespeak, "delegation": load_delegation}
 
 
 def load(benchmark: str, root: str) -> LoadResult:

@@ -4,6 +4,9 @@ Per sample it writes, under `<out>/<sample key>/`:
   output.wav    the agent's audio, 16 kHz, exactly the input's length
   events.jsonl  one line per word/phrase: {"t_start","t_end","text","stream"}
   timeline.png  who spoke when, with the reference windows shaded
+  session_events.jsonl  late-session samples only (eval/late.py): the whole
+                session's events; output.wav and events.jsonl hold the
+                sample's part on the sample's clock
   meta.json     written last: status ("done" | "error"), agent settings,
                 clamped_events, wall time. A folder with meta.json is finished
                 and skipped on the next run (resume); errors are retried.
@@ -29,6 +32,7 @@ import numpy as np
 import tqdm
 
 from interaction import audio_io
+from eval import late as late_lib
 from eval import timeline
 from eval.agents.base import (CHUNK_SAMPLES, CHUNK_SECONDS, OUTPUT_LAG_CHUNKS, InputChunk,
                               OutputChunk)
@@ -70,6 +74,7 @@ def replay_sample(agent, sample, cfg: ReplayConfig):
   padded[:n] = user
   out = np.zeros((n_chunks + cfg.lag_chunks) * CHUNK_SAMPLES, np.float32)
   texts = _texts_by_chunk(sample.user_text, n_chunks)
+  background = _texts_by_chunk(sample.background_text, n_chunks)
   events, clamped, overruns = [], 0, 0
   duration = n / audio_io.SAMPLE_RATE
   agent.reset(sample)
@@ -87,7 +92,8 @@ def replay_sample(agent, sample, cfg: ReplayConfig):
       frame = video.frames[min(int(t * video.fps + 1e-9), len(video.frames) - 1)]
     out_t = (k + cfg.lag_chunks) * CHUNK_SECONDS
     chunk = InputChunk(k, t, padded[k * CHUNK_SAMPLES:(k + 1) * CHUNK_SAMPLES], out_t,
-                       frame=frame, user_text=texts.get(k))
+                       frame=frame, user_text=texts.get(k),
+                       background_text=background.get(k))
     o = agent.step(chunk)
     if not isinstance(o, OutputChunk):
       raise ValueError(f"agent.step returned {type(o).__name__}, expected OutputChunk")
@@ -110,15 +116,25 @@ def replay_sample(agent, sample, cfg: ReplayConfig):
 
 def replay_to_dir(agent, sample, out_dir: str, cfg: ReplayConfig) -> dict:
   """Runs one sample and writes output.wav, events.jsonl (and timeline.png) into
-  `out_dir` itself; returns the stats. Raises ValueError on bad media or agent output."""
+  `out_dir` itself; returns the stats. Raises ValueError on bad media or agent output.
+
+  A late-session sample (eval.late.LateSample) is replayed whole, prefix and
+  all, in one session; output.wav and events.jsonl hold the sample's part on
+  the sample's clock, session_events.jsonl the whole session's events."""
   audio, events, stats = replay_sample(agent, sample, cfg)
   os.makedirs(out_dir, exist_ok=True)
+  shown, title = sample, f"{agent.name}: {sample.benchmark} {sample.key}"
+  if isinstance(sample, late_lib.LateSample):
+    write_events(os.path.join(out_dir, "session_events.jsonl"), events)
+    audio, events = late_lib.to_sample_clock(audio, events, sample.prefix_s)
+    stats["late_session"] = sample.describe()
+    shown = sample.base
+    title += f" after {sample.prefix_s:.1f} s"
   audio_io.write_wav(os.path.join(out_dir, "output.wav"), audio)
   write_events(os.path.join(out_dir, "events.jsonl"), events)
   if cfg.timeline:
-    timeline.draw(os.path.join(out_dir, "timeline.png"), sample.load_audio(), audio, events,
-                  title=f"{agent.name}: {sample.benchmark} {sample.key}",
-                  windows=timeline.reference_windows(sample))
+    timeline.draw(os.path.join(out_dir, "timeline.png"), shown.load_audio(), audio, events,
+                  title=title, windows=timeline.reference_windows(shown))
   return {**stats, "events": len(events)}
 
 

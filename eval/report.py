@@ -5,6 +5,16 @@ Per benchmark: the metrics under the benchmark's default timing source, then
 side, the recogniser's word error rate against the agent's own text, and the
 samples where the two sources disagree (a metric differs, or the text says it
 speaks while the audio is silent, or the reverse).
+
+Structural zeros: a metric that is 0 because the agent cannot do the task by
+construction (it lacks a capability the metric needs: the agent's
+`capabilities`, eval.agents.base, against eval.scoring.REQUIRES; e.g. the VAD
+cascade cannot see, so its Charades mIoU) shows as "0 (structural)" in
+report.md; in report.json each result carries `metric_flags` (and
+`metric_flags_by_timing`): metric -> {"structural_zero": true, "lacks": [...]}.
+
+Late-session columns (`<benchmark>@late`, eval/late.py) get their own section
+with each agent's plain and late figures side by side.
 """
 
 from __future__ import annotations
@@ -18,6 +28,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from eval.scoring import required_capabilities  # noqa: E402
+
 # (benchmark, metric, scale to [0, 1], label) for the summary plot; all "higher is better".
 HEADLINE = (("timespeak", "accuracy", 1, "TimeSpeak acc"),
             ("cuespeak", "accuracy", 1, "CueSpeak acc"),
@@ -25,7 +37,8 @@ HEADLINE = (("timespeak", "accuracy", 1, "TimeSpeak acc"),
             ("repcount", "OBO", 1, "RepCount OBO"),
             ("proactive_videoqa", "PAUC@0.5", 0.01, "PAUC@0.5"),
             ("fdb_v1", "turn_taking/TOR", 1, "FDB turn-taking TOR"),
-            ("fdb_v1_5", "user_backchannel/desired_rate", 1, "FDB1.5 backchannel resume"))
+            ("fdb_v1_5", "user_backchannel/desired_rate", 1, "FDB1.5 backchannel resume"),
+            ("delegation", "accuracy", 1, "Delegation acc"))
 
 
 def turn_taking_objective(metrics: dict):
@@ -61,12 +74,49 @@ def ranking(results: dict, objective: str) -> list:
   return sorted(scored, key=lambda x: -x[1] if x[1] is not None else float("inf"))
 
 
-def _fmt(v):
+def _fmt(v, flags=None, key=None):
+  if flags and key in flags and flags[key].get("structural_zero"):
+    return "0 (structural)"
   if v is None:
     return "n/a"
   if isinstance(v, float):
     return f"{v:.3f}"
   return str(v)
+
+
+def structural_zeros(benchmark: str, metrics: dict, capabilities) -> dict:
+  """metric -> {"structural_zero": True, "lacks": [capabilities]} for every
+  metric that is 0 and needs a capability the agent lacks (capabilities None:
+  unknown, nothing is structural)."""
+  if capabilities is None:
+    return {}
+  out = {}
+  for k, v in metrics.items():
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != 0:
+      continue
+    lacks = sorted(required_capabilities(benchmark, k) - set(capabilities))
+    if lacks:
+      out[k] = {"structural_zero": True, "lacks": lacks}
+  return out
+
+
+def annotate(results: dict, capabilities: dict) -> dict:
+  """Adds `metric_flags` (and `metric_flags_by_timing`) to every result in place.
+
+  capabilities: agent label -> its capabilities (eval.agents.base.CAPABILITIES
+  subset); an agent missing from it gets no flags. Returns `results`."""
+  for a, by_b in results.items():
+    caps = capabilities.get(a)
+    for b, r in by_b.items():
+      r["metric_flags"] = structural_zeros(b, r.get("metrics", {}), caps)
+      if "by_timing" in r:
+        r["metric_flags_by_timing"] = {t: structural_zeros(b, m, caps)
+                                       for t, m in r["by_timing"].items()}
+  return results
+
+
+def _base(b: str) -> str:
+  return b.split("@", 1)[0]
 
 
 def to_markdown(results: dict, meta: dict) -> str:
@@ -76,8 +126,15 @@ def to_markdown(results: dict, meta: dict) -> str:
            f"Generated {meta.get('date', '')}. Suite: `{meta.get('suite', '')}`.", ""]
   judges = sorted({r["judge"] for a in results.values() for r in a.values()})
   lines += [f"Judge(s): {', '.join(judges)}.", ""]
+  caps = meta.get("capabilities", {})
   for a in agents:
-    lines.append(f"- **{a}**: `{json.dumps(meta.get('agents', {}).get(a, {}))}`")
+    can = (f"; can: {', '.join(sorted(caps[a])) or 'nothing'}" if a in caps else "")
+    lines.append(f"- **{a}**: `{json.dumps(meta.get('agents', {}).get(a, {}))}`{can}")
+  if meta.get("late_session_s"):
+    lines += ["", f"Late session (`@late`): each FD-bench turn-taking and pause sample "
+              f"replayed after at least {meta['late_session_s']:g} s of earlier conversation "
+              "in the same session (the other turn-taking samples' audio, each followed by "
+              "room for an answer), scored on the sample's own part and clock."]
   if meta.get("manifests"):
     lines += ["", "Suite manifests: " + "; ".join(
         f"{b}: seed={m.get('seed')}, voices={m.get('voice_set', m.get('voices'))}"
@@ -92,13 +149,27 @@ def to_markdown(results: dict, meta: dict) -> str:
       for k in results[a].get(b, {}).get("metrics", {}):
         if k not in keys:
           keys.append(k)
-    lines.append("| metric | " + " | ".join(agents) + " |")
-    lines.append("|---|" + "---|" * len(agents))
+
+    def cell(a, bench, k):
+      r = results[a].get(bench, {})
+      return _fmt(r.get("metrics", {}).get(k), r.get("metric_flags"), k)
+
+    if b != _base(b):  # a late column: plain and late side by side
+      cols = [(a, bench, f"{a} · {tag}") for a in agents
+              for bench, tag in ((_base(b), "plain"), (b, "late"))]
+    else:
+      cols = [(a, b, a) for a in agents]
+    lines.append("| metric | " + " | ".join(c[2] for c in cols) + " |")
+    lines.append("|---|" + "---|" * len(cols))
     for k in keys:
-      lines.append(f"| {k} | " + " | ".join(
-          _fmt(results[a].get(b, {}).get("metrics", {}).get(k)) for a in agents) + " |")
+      lines.append(f"| {k} | " + " | ".join(cell(a, bench, k) for a, bench, _ in cols) + " |")
     lines.append("| errors | " + " | ".join(
-        str(len(results[a].get(b, {}).get("errors", []))) for a in agents) + " |")
+        str(len(results[a].get(bench, {}).get("errors", []))) for a, bench, _ in cols) + " |")
+    flagged = sorted({(a, k, ", ".join(f["lacks"])) for a in agents
+                      for k, f in results[a].get(b, {}).get("metric_flags", {}).items()})
+    if flagged:
+      lines.append("\n0 (structural): the agent cannot do this by construction ("
+                   + "; ".join(f"{a} {k}: lacks {lacks}" for a, k, lacks in flagged) + ").")
     for note in sorted({n for a in agents for n in results[a].get(b, {}).get("notes", [])}):
       lines.append(f"\nNote: {note}")
     lines += _timing_section(results, agents, b)
@@ -140,7 +211,9 @@ def _timing_section(results, agents, b) -> list[str]:
   lines.append("|---|" + "---|" * len(cols))
   for k in keys:
     lines.append(f"| {k} | " + " | ".join(
-        _fmt(results[a][b]["by_timing"].get(t, {}).get(k)) for a, t in cols) + " |")
+        _fmt(results[a][b]["by_timing"].get(t, {}).get(k),
+             results[a][b].get("metric_flags_by_timing", {}).get(t), k)
+        for a, t in cols) + " |")
   lines.append("")
   for a in both:
     r = results[a][b]
@@ -189,8 +262,14 @@ def plot(results: dict, path: str) -> bool:
 
 
 def write_report(out_dir: str, results: dict, meta: dict) -> dict:
+  """Writes report.{md,json,png}. meta["capabilities"] (agent -> capabilities)
+  marks structural zeros (`annotate`, in place on `results`)."""
   os.makedirs(out_dir, exist_ok=True)
   meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), **meta}
+  if "capabilities" in meta:
+    meta["capabilities"] = {a: sorted(c) for a, c in meta["capabilities"].items()
+                            if c is not None}
+    annotate(results, meta["capabilities"])
   md = to_markdown(results, meta)
   if plot(results, os.path.join(out_dir, "report.png")):
     md += "\n![headline metrics](report.png)\n"

@@ -11,7 +11,7 @@ from data_pipeline import video as video_lib
 from interaction import audio_io
 
 BENCHMARKS = ("fdb_v1", "fdb_v1_5", "proactive_videoqa", "repcount", "charades",
-              "timespeak", "cuespeak")
+              "timespeak", "cuespeak", "delegation")
 
 
 @dataclasses.dataclass
@@ -41,10 +41,15 @@ class Sample:
   audio_path: str | None = None
   video_path: str | None = None
   user_text: list = dataclasses.field(default_factory=list)  # [(t_seconds, text)]
+  # Text fed to the agent's background stream (tool results): [(t_seconds, text)].
+  background_text: list = dataclasses.field(default_factory=list)
   question: str = ""
   media_error: str | None = None
   duration_hint: float | None = None
   group: str | None = None  # the source's task folder name when it differs from `task`
+  # Replay at least this long: a shorter input.wav is padded with silence (the
+  # agent may answer after the user's audio ends, e.g. delegation).
+  min_duration: float | None = None
 
   @property
   def key(self) -> str:
@@ -55,7 +60,7 @@ class Sample:
   @functools.cached_property
   def duration(self) -> float:
     if self.audio_path:
-      return audio_io.wav_duration(self.audio_path)
+      return max(audio_io.wav_duration(self.audio_path), float(self.min_duration or 0.0))
     if self.video_path:
       return self.load_video().duration
     if self.duration_hint:
@@ -65,7 +70,9 @@ class Sample:
   def load_audio(self) -> np.ndarray:
     """User audio at 16 kHz; silence of the video's length for video-only items."""
     if self.audio_path:
-      return audio_io.load_audio(self.audio_path, mix_down=True)
+      x = audio_io.load_audio(self.audio_path, mix_down=True)
+      n = int(round(float(self.min_duration or 0.0) * audio_io.SAMPLE_RATE))
+      return np.pad(x, (0, n - len(x))) if n > len(x) else x
     return np.zeros(int(round(self.duration * audio_io.SAMPLE_RATE)), np.float32)
 
   def load_video(self) -> Video | None:

@@ -49,6 +49,8 @@ def reference_windows(sample) -> list:
     return [(*t["window"], t["text"]) for t in ref["targets"]]
   if b == "charades":
     return [(*ref["segment"], "event")]
+  if b == "delegation":
+    return [(*ref["delegate_window"], "<delegate>"), (*ref["answer_window"], ref["answer"])]
   if b == "proactive_videoqa":
     return [(*a["reply_timespan"], a["content"]) for a in ref["answer"]]
   if b == "fdb_v1_5":

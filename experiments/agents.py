@@ -135,3 +135,15 @@ def agents_from_config(config) -> dict:
     except ValueError as e:
       raise ValueError(f"agents.{label}: {e}") from None
   return out
+
+
+def late_session_seconds(config) -> float:
+  """Seconds of earlier conversation before each late-session sample, from an
+  eval config (`late_session`, `late_session_s`): 0.0 when the column is off.
+  The value for `eval.run.run_suite(..., late_session_s=...)`."""
+  if not config.get("late_session", False):
+    return 0.0
+  seconds = float(config.get("late_session_s", 0.0) or 0.0)
+  if seconds <= 0:
+    raise ValueError(f"late_session_s: must be > 0 with late_session=True, got {seconds}")
+  return seconds

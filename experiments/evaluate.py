@@ -43,7 +43,8 @@ def evaluate(config) -> dict:
   return run_suite(config.suite, agents, config.out, benchmarks=benchmarks,
                    judge=make_judge(s.judge), vad=s.vad, timing=s.timing, omega=s.omega,
                    strict=s.strict, replay_config=replay_config,
-                   rank_by=config.get("rank_by", ""))
+                   rank_by=config.get("rank_by", ""),
+                   late_session_s=agents_lib.late_session_seconds(config))
 
 
 def _headline(metrics: dict) -> str:

@@ -21,6 +21,9 @@ Training batches (the contract between data_pipeline and the model):
   background_text int32  [B, T, 2]          <empty> where no result arrived
   model_text      int32  [B, T, 2]          <pad> while the model is silent
   turn_mask       bool   [B, T]             False on padding turns after the episode
+  first_turn      int32  [B]                the window's first turn in its session
+                                            (elapsed time and RoPE positions start there;
+                                            optional, 0 when absent)
 """
 
 from __future__ import annotations

@@ -118,15 +118,27 @@ class InteractionModel(nnx.Module):
     """content [B, N, d] + stream and time embeddings. seconds [B, N]."""
     return self.slot.combine(content, stream_ids, seconds)
 
-  def embed_episode(self, batch, first_turn: int = 0):
-    """Whole-episode input sequence [B, T*slots, d] and RoPE positions [B, S]."""
+  def embed_episode(self, batch, first_turn=None):
+    """Input sequence [B, T*slots, d] and RoPE positions [B, S] of a window.
+
+    The window's first micro-turn is the session turn `first_turn` (int or
+    int [B]; default the batch's "first_turn" key, else 0), so a crop keeps
+    the elapsed times and positions it has in its session: training sees the
+    same time embeddings and RoPE positions a live session reaches. Seconds
+    are (turn as float32) * float32(turn_seconds), the streaming step's
+    formula, so a crop embeds bit for bit like the same turns of the whole.
+    """
     spec = self.spec
     x = lo.interleave(spec, self.content(batch))
     b, t = batch["model_text"].shape[:2]
-    meta = spec.slot_meta(t, first_turn)
-    seconds = jnp.broadcast_to(jnp.asarray(meta["seconds"]), (b, x.shape[1]))
+    if first_turn is None:
+      first_turn = batch.get("first_turn", 0)
+    first = jnp.broadcast_to(jnp.asarray(first_turn, jnp.int32), (b,))
+    meta = spec.slot_meta(t, 0)
+    turn = first[:, None] + jnp.asarray(meta["turn_index"])[None, :]
+    seconds = turn.astype(jnp.float32) * jnp.float32(spec.turn_seconds)
     x = self.embed_slots(x, jnp.asarray(meta["stream_ids"]), seconds)
-    positions = jnp.broadcast_to(jnp.asarray(meta["positions"]), (b, x.shape[1]))
+    positions = first[:, None] * spec.slots_per_turn + jnp.asarray(meta["positions"])[None, :]
     return x, positions
 
   # ---- trunk and heads -----------------------------------------------------

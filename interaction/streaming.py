@@ -76,9 +76,14 @@ class TurnInputs(NamedTuple):
 
 
 class Forced(NamedTuple):
-  """Teacher forcing for the output block (alignment tests, replays)."""
-  model_text: jax.Array    # int32 [B, n_text]
-  model_audio: jax.Array   # int32 [B, F, n_mels] dMel bins
+  """Teacher forcing for the output block (alignment tests, replays).
+
+  Either stream may be None: that stream free-runs while the other is forced
+  (experiments/free_run.py measures where free running departs from teacher
+  forcing this way).
+  """
+  model_text: Any          # int32 [B, n_text], or None: sample the text
+  model_audio: Any         # int32 [B, F, n_mels] dMel bins, or None: feed back the flow's
 
 
 class TurnOutputs(NamedTuple):
@@ -213,7 +218,7 @@ def step(model: InteractionModel, scfg: SessionConfig, state: SessionState,
   tokens, logits_all = [], []
   for j in range(n_text):
     logits = model.text_logits(h_prev)
-    if forced is not None:
+    if forced is not None and forced.model_text is not None:
       tok = forced.model_text[:, j]
     else:
       tok = _sample_text(logits, _row_keys(state, j), scfg.temperature, scfg.top_p)
@@ -229,7 +234,7 @@ def step(model: InteractionModel, scfg: SessionConfig, state: SessionState,
   audio_off = spec.offset(Stream.MODEL_AUDIO)
   fpp, n_mels = spec.frames_per_position, spec.n_mels
   forced_slots = (lo.stack_audio_frames(spec, forced.model_audio)
-                  if forced is not None else None)
+                  if forced is not None and forced.model_audio is not None else None)
   conds, mels, bins_all = [], [], []
   for j in range(n_audio):
     conds.append(h_prev)
@@ -237,7 +242,8 @@ def step(model: InteractionModel, scfg: SessionConfig, state: SessionState,
         _row_keys(state, n_text + j)) * scfg.flow_temperature
     x1 = euler_sample(model.flow, h_prev, noise, model.flow_steps)
     mel = unit_to_mel(x1.astype(jnp.float32), spec.dmel_min, spec.dmel_max)
-    bins = forced_slots[:, j] if forced is not None else mel_lib.dmel_quantize(mel, spec, xp=jnp)
+    bins = (forced_slots[:, j] if forced_slots is not None
+            else mel_lib.dmel_quantize(mel, spec, xp=jnp))
     mels.append(mel)
     bins_all.append(bins)
     emb = _embed(model, model.dmel(bins[:, None], model.dtype),

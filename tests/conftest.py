@@ -18,6 +18,17 @@ import os
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Let CPU tests that need several devices (sharding, collectives) have them.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+# One compilation cache for the suite's processes (the xdist workers and the
+# CLI subprocesses they start): many tests compile the same tiny programs, and
+# on 2 cores compiling is most of the suite's time. A cached executable is the
+# one XLA compiled for the same program, flags and backend, so it computes the
+# same bits. TESTS_JAX_CACHE="" turns it off.
+_CACHE = os.environ.get("TESTS_JAX_CACHE", os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".cache", "jax-tests"))
+if _CACHE:
+  os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

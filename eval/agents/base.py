@@ -9,7 +9,8 @@ has not heard yet.
 
 Output: exactly 3200 samples of 16 kHz float32 audio, plus text events for the
 words that *start* inside the output window (their `t_end` may run past it).
-Event times are absolute seconds on the sample's clock. The harness moves an
+Event times are absolute seconds on the sample's clock; control tokens
+(`<delegate>`) are events of stream `control`. The harness moves an
 event that starts before the window to the window's start and counts it
 (`clamped_events` in meta.json), so late words cannot be back-dated.
 
@@ -25,7 +26,7 @@ import dataclasses
 
 import numpy as np
 
-from eval.events import SPOKEN, TextEvent
+from eval.events import CONTROL, SPOKEN, TextEvent
 
 SAMPLE_RATE = 16000
 CHUNK_SECONDS = 0.2
@@ -33,8 +34,21 @@ CHUNK_SAMPLES = 3200
 # Output windows trail the input by this many chunks (harness default).
 OUTPUT_LAG_CHUNKS = 1
 
-__all__ = ["Agent", "InputChunk", "OutputChunk", "TextEvent", "SPOKEN", "SAMPLE_RATE",
-           "CHUNK_SECONDS", "CHUNK_SAMPLES", "OUTPUT_LAG_CHUNKS"]
+# What an agent can do by construction. A metric that needs a capability the
+# agent lacks (eval.scoring.REQUIRES) and comes out 0 is a structural zero in
+# the report: the agent could not have scored, whatever its settings.
+CAPABILITIES = frozenset({
+    "speech",           # says anything at all
+    "timed_speech",     # speaks at a set time without a new user turn (TimeSpeak)
+    "cue_reaction",     # reacts to a cue word while the user keeps the turn (CueSpeak)
+    "vision",           # sees the video (Charades, RepCount, ProactiveVideoQA)
+    "delegation",       # emits the <delegate> control token (delegation)
+    "background_text",  # reads tool results fed to its background stream (delegation)
+})
+
+__all__ = ["Agent", "InputChunk", "OutputChunk", "TextEvent", "SPOKEN", "CONTROL",
+           "SAMPLE_RATE", "CHUNK_SECONDS", "CHUNK_SAMPLES", "OUTPUT_LAG_CHUNKS",
+           "CAPABILITIES"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +60,7 @@ class InputChunk:
   out_t: float
   frame: np.ndarray | None = None     # uint8 [H, W, 3], the video frame at `t`
   user_text: str | None = None        # text the user typed during this chunk
+  background_text: str | None = None  # tool results arriving during this chunk
 
   @property
   def t_end(self) -> float:
@@ -63,9 +78,12 @@ class OutputChunk:
 
 
 class Agent(abc.ABC):
-  """Base class; subclasses set `name` and implement `step`."""
+  """Base class; subclasses set `name` and implement `step`, and narrow
+  `capabilities` (a subset of CAPABILITIES; instances may narrow it further)
+  to what they can do by construction."""
 
   name = "agent"
+  capabilities: frozenset = CAPABILITIES
 
   def reset(self, sample) -> None:
     """Start of a sample (`eval.samples.Sample`); drop all per-sample state."""

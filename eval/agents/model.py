@@ -5,9 +5,11 @@ from a training workdir is the entry points' job
 (`experiments.trainer.load_trained`), since eval may not import experiments.
 
 `reset` starts a fresh session (the compiled step is kept across samples);
-`step` appends the chunk's input block and decodes one output block: its
-model_text tokens become word events, its mel frames (through the streaming
-vocoder) the chunk's 3200 samples. The session's output block for turn t is
+`step` appends the chunk's input block (audio, video frame, typed text and
+background text, i.e. tool results, each to its own stream) and decodes one
+output block: its model_text tokens become word events, its control tokens
+(`<delegate>`, `<cancel>`) events of stream `control`, its mel frames (through
+the streaming vocoder) the chunk's 3200 samples. The session's output block for turn t is
 spoken during turn t+1, the harness's default output window.
 """
 
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from eval.agents.base import CHUNK_SAMPLES, Agent, InputChunk, OutputChunk
+from eval.agents.base import CAPABILITIES, CHUNK_SAMPLES, Agent, InputChunk, OutputChunk
 from eval.events import TextEvent
 
 
@@ -36,6 +38,14 @@ class ModelAgent(Agent):
     self.vocoder = vocoder
     self.sessions = Sessions(config, params, batch_size=1,
                              vocoder=True if vocoder is None else vocoder)
+    from interaction.layout import Stream
+    spec = self.sessions.spec
+    lacks = set()
+    if not spec.count(Stream.VIDEO):
+      lacks.add("vision")
+    if not spec.count(Stream.BACKGROUND_TEXT):
+      lacks.add("background_text")
+    self.capabilities = CAPABILITIES - lacks
 
   def reset(self, sample) -> None:
     self.sessions.reset()
@@ -50,7 +60,8 @@ class ModelAgent(Agent):
       elif frame.shape[:2] != (spec.video_height, spec.video_width):
         frame = resize_frames(frame[None], spec.video_height, spec.video_width)[0]
     r = self.sessions.step(np.asarray(chunk.audio, np.float32), video=frame,
-                           user_text=chunk.user_text)
+                           user_text=chunk.user_text,
+                           background_text=chunk.background_text)
     # Session times assume a one-chunk lag; re-anchor on the harness's window.
     shift = chunk.out_t - (self.sessions.turn * spec.turn_seconds)
     events = [TextEvent(e["t_start"] + shift, e["t_end"] + shift, e["text"],

@@ -11,8 +11,9 @@ import math
 
 from data_pipeline import words as words_lib
 from eval import text as text_lib
-from eval.agents.base import CHUNK_SAMPLES, Agent, OutputChunk
+from eval.agents.base import CHUNK_SAMPLES, CHUNK_SECONDS, CONTROL, Agent, OutputChunk
 from eval.agents.speech import TTS, SpeechPlayer
+from eval.events import TextEvent
 
 _FILLER = ("so the plan for today is to walk through each step carefully and make sure "
            "everything is clear before we move on to the next part of the project").split()
@@ -70,7 +71,19 @@ def plan(sample) -> list[tuple[float, str, float | None]]:
       w0, w1 = t["window"]
       out.append((w0 + min(0.05, (w1 - w0) / 4), t["text"], None))
     return out
+  if b == "delegation":
+    w0, w1 = ref["answer_window"]
+    return [(w0 + min(0.05, (w1 - w0) / 4), ref["answer"], None)]
   raise ValueError(f"oracle has no plan for benchmark {b!r}")
+
+
+def control_plan(sample) -> list[tuple[float, str]]:
+  """[(time, control token)] the oracle emits: `<delegate>` at the start of the
+  delegation window (never before the question ends)."""
+  ref = sample.reference
+  if sample.benchmark == "delegation":
+    return [(max(ref["delegate_window"][0], ref["question_end"]), "<delegate>")]
+  return []
 
 
 class OracleAgent(Agent):
@@ -86,9 +99,14 @@ class OracleAgent(Agent):
       self.player.say(text, at)
       if stop is not None:
         self.player.stop(stop)
+    self.controls = sorted(control_plan(sample))
 
   def step(self, chunk):
     audio, events = self.player.render(chunk.out_t, CHUNK_SAMPLES)
+    t1 = chunk.out_t + CHUNK_SECONDS
+    while self.controls and self.controls[0][0] < t1:
+      at, token = self.controls.pop(0)
+      events.append(TextEvent(at, at, token, CONTROL))
     return OutputChunk(audio, events)
 
   def describe(self):

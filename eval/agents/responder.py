@@ -44,6 +44,8 @@ def turn_transcript(sample, t0: float, t1: float) -> str:
         if ts[0] is not None and t0 - 0.5 <= ts[0] <= t1 + 0.5:
           words.append(str(item.get("text", "")))
     return " ".join(words)
+  if sample.benchmark == "delegation":
+    return ref["question"] if _overlaps(t0, t1, 0.0, ref["question_end"]) else ""
   if sample.benchmark == "fdb_v1_5":
     o0, o1 = ref["overlap"]
     return ref["current_turn_text"] if _overlaps(t0, t1, o0, o1) else ref["context_text"]

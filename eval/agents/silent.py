@@ -5,6 +5,7 @@ from eval.agents.base import Agent, OutputChunk
 
 class SilentAgent(Agent):
   name = "silent"
+  capabilities = frozenset()  # it says nothing, by construction
 
   def step(self, chunk):
     return OutputChunk.silence()

@@ -12,7 +12,10 @@ turn opens after `min_speech_s` of continuous speech and ends after
 responder (`responder.py`) produces a reply which is spoken from the first
 output window at or after `turn_end + response_delay_s`. With `barge_in`, user
 speech while the agent talks cuts the agent off. It cannot speak unprompted:
-no timed speech, no reaction to video, no talking over the user.
+no timed speech, no reaction to video, no talking over the user; it never
+delegates (no `<delegate>`) and ignores background text (tool results). Its
+`capabilities` say so, and the report marks the zeros these cause as
+structural.
 
 Defaults (`DEFAULTS`: webrtcvad aggressiveness 1, end of turn after 0.45 s
 of silence): tuned on a train-split suite only, never on held-out data, by
@@ -42,6 +45,9 @@ DEFAULTS = {"vad": "webrtc", "end_silence_s": 0.45, "aggressiveness": 1, "thresh
 
 class VadCascadeAgent(Agent):
   name = "vad_cascade"
+  # It speaks only in reply to a finished user turn: no timed speech, no cue
+  # reaction, no vision, no delegation, no tool results.
+  capabilities = frozenset({"speech"})
 
   def __init__(self, end_silence_s: float = DEFAULTS["end_silence_s"],
                aggressiveness: int = DEFAULTS["aggressiveness"],

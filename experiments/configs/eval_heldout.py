@@ -21,6 +21,13 @@ latencies within 0.1 s (the recogniser's word errors lower its interruption
 rating and RepCount/Charades); the cascade cannot speak at a set time, react
 to cues or see, so it scores 0 on CueSpeak and Charades.
 
+`--config.late_session=True` adds the late-session column: every FD-bench
+turn-taking and pause sample replayed again after two minutes
+(`late_session_s`) of earlier conversation in the same session, scored on
+its own part (`fdb_v1@late` in the report, replays under
+OUT/<agent>/fdb_v1@late_120s/); about 120 s of extra audio per such sample
+and agent.
+
 Each `agents.<name>` section holds the agent's settings (its constructor
 arguments; `model` takes a training workdir as `checkpoint`); `run_agents`
 says which sections run, in report order. A section may set `type` to run an
@@ -40,6 +47,11 @@ def get_config():
   c.run_agents = "oracle,vad_cascade"  # comma list of sections of `agents`
   c.benchmarks = ""              # comma list; empty = every benchmark found in the suite
   c.rank_by = ""                 # rank the agents in the report by an objective (e.g. turn_taking)
+  # The late-session column (eval/late.py): FD-bench v1 turn-taking and pause
+  # samples replayed again after >= late_session_s of earlier conversation in
+  # the same session, reported as fdb_v1@late beside the plain figures.
+  c.late_session = False
+  c.late_session_s = 120.0
 
   c.agents = ml_collections.ConfigDict()
   c.agents.silent = ml_collections.ConfigDict()

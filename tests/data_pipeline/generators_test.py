@@ -125,8 +125,9 @@ def test_cuespeak_answers_follow_each_cue_word(samples):
   for i in range(2):
     ep, refs = samples[("cuespeak", i)]
     task = refs["files"]["task.json"]
-    cue_ends = [w["t_end"] for p in ep.user_speech for w in p["words"]
-                if w["text"].lower() == task["cue_word"]]
+    # The cue sentences (a spoken instruction also holds the cue word, untargeted).
+    cue_ends = [w["t_end"] for p in ep.user_speech if p["t_start"] >= task["instruction_time"][1]
+                for w in p["words"] if w["text"].lower() == task["cue_word"]]
     assert len(cue_ends) == len(task["targets"]) >= 1
     answers = [p for p in ep.model_text if p["text"] == ep.task["response"]]
     for end, tgt, ans in zip(cue_ends, task["targets"], answers):
@@ -202,7 +203,8 @@ def test_generate_writes_episodes_and_eval_suites(tmp_path, base_config):
                        ("fdb_v1/user_interruption", ["input.wav", "interrupt.json"]),
                        ("fdb_v1_5/user_backchannel", ["input.wav", "clean_input.wav", "metadata.json"]),
                        ("timespeak", ["input.wav", "task.json"]),
-                       ("cuespeak", ["input.wav", "task.json"])]:
+                       ("cuespeak", ["input.wav", "task.json"]),
+                       ("delegation", ["input.wav", "task.json"])]:
     manifest = json.loads((out / suite / "manifest.json").read_text())
     assert manifest["voice_set"] == "heldout" and manifest["seed"] == 1
     for f in files:

@@ -140,6 +140,33 @@ def make_proactive(root):
   return os.path.dirname(base)
 
 
+DELEGATION_TASKS = {
+    # input.wav holds only the question (4 s); the replay lasts `duration`.
+    "d0": {"question": "what is the weather in paris right now", "question_end": 1.8,
+           "delegate_window": [1.8, 3.0], "background": [[3.4, "weather: paris 21C sunny"]],
+           "answer": "it is 21 degrees and sunny in paris", "answer_window": [4.5, 8.0],
+           "duration": 8.0},
+    "d1": {"question": "when does the next train to boston leave", "question_end": 2.0,
+           "delegate_window": [2.0, 3.2], "background": [[3.6, "trains: boston 7:15"]],
+           "answer": "the next train to boston leaves at 7 15", "answer_window": [4.8, 8.0],
+           "duration": 8.0},
+}
+
+
+def make_delegation(root, tasks=None):
+  """delegation/<id>/{input.wav,task.json}: the task.json format the generator writes."""
+  base = os.path.join(root, "delegation")
+  tasks = DELEGATION_TASKS if tasks is None else tasks
+  for sid, task in tasks.items():
+    task = {"id": sid, "family": "delegation", **task}
+    write_wav(os.path.join(base, sid, "input.wav"),
+              user_audio(4.0, [(0.3, task["question_end"])]))
+    write_json(os.path.join(base, sid, "task.json"), task)
+  write_json(os.path.join(base, "manifest.json"),
+             {"ids": sorted(tasks), "family": "delegation", "seed": 0, "voice_set": "heldout"})
+  return base
+
+
 def make_suite(root):
   make_timespeak(root, "timespeak")
   make_timespeak(root, "cuespeak")
@@ -148,4 +175,5 @@ def make_suite(root):
   make_repcount(root)
   make_charades(root)
   make_proactive(root)
+  make_delegation(root)
   return root

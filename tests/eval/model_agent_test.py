@@ -105,3 +105,30 @@ def test_model_agent_scores_a_sample_the_same_alone_and_after_another(tmp_path):
   audio, events, _ = replay_sample(_agent(), samples["b"], CFG)
   assert events == alone_events
   np.testing.assert_allclose(audio, alone_audio, atol=1e-6)
+
+
+def test_model_agent_takes_background_text_and_declares_its_capabilities(tmp_path):
+  """A delegation sample through the real session: the tool result goes to the
+  background_text stream in its chunk, and the tiny model,
+  with video and background slots, claims every capability."""
+  from eval.agents.base import CAPABILITIES
+  from tests.eval import fixtures
+  root = fixtures.make_delegation(str(tmp_path / "suite"))
+  sample = loaders.load("delegation", root).samples[0]
+  agent = _agent()
+  assert agent.capabilities == CAPABILITIES
+  from eval.replay import replay_sample
+  seen = []
+  step = agent.sessions.step
+
+  def spy(*args, **kwargs):
+    seen.append(kwargs.get("background_text"))
+    return step(*args, **kwargs)
+  agent.sessions.step = spy
+  try:
+    audio, events, stats = replay_sample(agent, sample, CFG)
+  finally:
+    del agent.sessions.step
+  assert stats["steps"] == 40 and len(audio) == 8 * 16000
+  assert [i for i, t in enumerate(seen) if t] == [17]
+  assert all(e.stream in ("model_text", "control") for e in events)

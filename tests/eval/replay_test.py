@@ -127,11 +127,22 @@ def test_suite_report_oracle_perfect_cascade_structurally_limited(tmp_path):
   assert c["proactive_videoqa"]["PAUC@0"] == 25.0
   assert c["fdb_v1"]["pause_handling/TOR"] == 1.0     # it talks into the pause
   assert c["fdb_v1"]["turn_taking/latency_s"] >= 0.6  # VAD end-of-turn silence
+  # Delegation: the oracle delegates in the window and answers; the cascade cannot.
+  assert o["delegation"]["accuracy"] == 1.0 and o["delegation"]["answer_accuracy"] == 1.0
+  assert c["delegation"]["accuracy"] == 0.0
+  # Its zeros where it cannot act are marked structural (its capabilities).
+  flags = {b: r["metric_flags"] for b, r in res["vad_cascade"].items()}
+  assert flags["cuespeak"]["accuracy"]["lacks"] == ["cue_reaction"]
+  assert flags["charades"]["mIoU"]["lacks"] == ["vision"]
+  assert flags["delegation"]["accuracy"]["lacks"] == ["delegation"]
+  assert "accuracy" not in flags["timespeak"]  # it answers one TimeSpeak sample
+  assert all(not r["metric_flags"] for r in res["oracle"].values())
   ts = {r["key"]: r["accuracy"] for r in res["vad_cascade"]["timespeak"]["per_sample"]}
   assert ts == {"ts0": 0.0, "ts1": 1.0}  # answers "12 plus 30"; cannot speak at 2 s later
   assert all(not r["errors"] for a in res.values() for r in a.values())
   md = open(os.path.join(out, "report.md")).read()
   assert "rule-based (offline)" in md and "| accuracy |" in md
+  assert "| mIoU | 100.000 | 0 (structural) |" in md
   assert os.path.exists(os.path.join(out, "report.png"))
   assert os.path.exists(os.path.join(out, "oracle", "timespeak", "ts0", "timeline.png"))
 

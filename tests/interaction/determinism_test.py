@@ -81,6 +81,9 @@ def _alignment_diffs(mode, kv_heads=None):
   runner = _runner(mode, kv_heads)
   b, t_max, n_text = batch["model_text"].shape
   state = runner.init(b, seeds=list(range(b)))
+  # At the window's own turn of its session (issue 15), as streaming_test.py.
+  first = np.asarray(batch["first_turn"])
+  state = state._replace(turn=jnp.asarray(first, jnp.int32))
   diffs = {"text_logits": 0.0, "audio_cond": 0.0, "mel": 0.0}
   moved = 0.0
   for t in range(t_max):
@@ -92,7 +95,7 @@ def _alignment_diffs(mode, kv_heads=None):
     diffs["audio_cond"] = max(diffs["audio_cond"], float(
         np.abs(train["audio_cond"][:, t] - out.audio_cond).max()))
     for j in range(out.audio_cond.shape[1]):
-      keys = [jax.random.fold_in(jax.random.fold_in(jax.random.key(s), t),
+      keys = [jax.random.fold_in(jax.random.fold_in(jax.random.key(s), first[s] + t),
                                  n_text + j) for s in range(b)]
       noise = jnp.stack([jax.random.normal(k, (320,)) for k in keys])
       mel = np.asarray(sample(jnp.asarray(train["audio_cond"][:, t, j]), noise))

@@ -95,3 +95,61 @@ def test_total_is_the_weighted_sum(w_text, w_flow, w_lb, w_z):
           + w_lb * 2.0 + w_z * 3.0)
   np.testing.assert_allclose(float(total), want, rtol=1e-6)
   assert float(m["load_balance_loss"]) == 2.0 and float(m["z_loss"]) == 3.0
+
+
+def test_pad_weight_scales_pad_targets_against_spoken_ones():
+  """Turn 0's targets are <pad>, turn 1's a spoken byte: the text loss is
+  their weighted mean, w * nll_pad + 1 * nll_byte over w + 1."""
+  from interaction.tokenizer import TOKENIZER
+  config, spec, model, batch = _setup([True, True, False])
+  vocab = TOKENIZER.vocab_size               # the stand-in needs <pad> in its vocabulary
+  logits = np.zeros(np.asarray(model._out["text_logits"]).shape[:-1] + (vocab,), np.float32)
+  logits[0, 1, :, 3] = 2.0                   # turn 1: byte 3, right
+  logits[0, 2:, :, 5] = 50.0                 # masked turn
+  model._out["text_logits"] = jnp.asarray(logits)
+  targets = np.asarray(batch["model_text"]).copy()
+  targets[0, 0] = TOKENIZER.pad_id           # turn 0: uniform logits, nll log(vocab), wrong
+  batch = dict(batch, model_text=jnp.asarray(targets))
+  nll_pad, nll_byte = math.log(vocab), math.log(1 + (vocab - 1) * math.exp(-2.0))
+  for w in (1.0, 0.25, 0.0):
+    config.train.pad_weight = w
+    _, m = compute_loss(model, batch, jax.random.key(0), config)
+    np.testing.assert_allclose(float(m["text_loss"]), (w * nll_pad + nll_byte) / (w + 1),
+                               rtol=1e-6)
+    assert float(m["speech_acc"]) == 1.0     # the byte turn is right
+    assert float(m["text_acc"]) == 0.5       # accuracy stays unweighted
+
+
+def test_audio_input_noise_corrupts_only_the_model_audio_input():
+  from interaction import mel as mel_lib
+  from interaction.objectives import noisy_model_audio
+  config = tiny.get_config()
+  spec = LayoutSpec.from_config(config.layout)
+  rng = np.random.default_rng(0)
+  mel = rng.uniform(spec.dmel_min, spec.dmel_max, (2, 3, 16, spec.n_mels)).astype(np.float32)
+  clean = mel_lib.dmel_quantize(mel, spec)
+  np.testing.assert_array_equal(noisy_model_audio(jnp.asarray(mel), spec, jax.random.key(0), 0.0),
+                                clean)
+  noisy = np.asarray(noisy_model_audio(jnp.asarray(mel), spec, jax.random.key(0), 2.0))
+  assert noisy.min() >= 0 and noisy.max() < spec.dmel_bins
+  assert 0.05 < np.mean(noisy != clean) < 0.95
+  # The loss reads the noisy stream: a model that records its input sees it.
+  seen = {}
+
+  class _Recorder(_StandIn):
+    def forward(self, batch):
+      seen["model_audio"] = batch["model_audio"]
+      return super().forward(batch)
+
+  config, _, model, batch = _setup([True, True, False])
+  batch = dict(batch, model_audio=jnp.asarray(mel_lib.dmel_quantize(np.asarray(batch["model_mel"]), spec)))
+  rec = _Recorder(model.spec, *model._out.values())
+  config.train.audio_input_noise = 0.0
+  compute_loss(rec, batch, jax.random.key(0), config)
+  np.testing.assert_array_equal(seen["model_audio"], batch["model_audio"])
+  config.train.audio_input_noise = 3.0
+  compute_loss(rec, batch, jax.random.key(0), config)
+  assert not np.array_equal(np.asarray(seen["model_audio"]), np.asarray(batch["model_audio"]))
+  config.train.audio_input_noise = -1.0
+  with pytest.raises(ValueError, match="audio_input_noise"):
+    compute_loss(rec, batch, jax.random.key(0), config)

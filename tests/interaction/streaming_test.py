@@ -51,7 +51,10 @@ def _turn(batch, t, rows=slice(None)):
 def _stream_forced(mode, batch, split=None):
   runner = _runner(mode, split=split)
   b, t_max = batch["model_text"].shape[:2]
+  # The session is at the window's turn in its session (a crop keeps its
+  # elapsed time and positions, issue 15), its cache empty as the window's.
   state = runner.init(b, seeds=list(range(b)))
+  state = state._replace(turn=jnp.array(np.asarray(batch["first_turn"]), jnp.int32))  # a copy: steps donate the state
   outs = []
   for t in range(t_max):
     inp, frc = _turn(batch, t)
@@ -77,7 +80,9 @@ def _alignment_diffs(mode, split=None):
     # Flow-head outputs: the teacher-forced condition with the session's own
     # noise gives the session's mel, bit for bit.
     for j in range(out.audio_cond.shape[1]):
-      keys = [jax.random.fold_in(jax.random.fold_in(jax.random.key(s), t), n_text + j)
+      first = np.asarray(batch["first_turn"])
+      keys = [jax.random.fold_in(jax.random.fold_in(jax.random.key(s), first[s] + t),
+                                 n_text + j)
               for s in range(out.audio_cond.shape[0])]
       noise = jnp.stack([jax.random.normal(k, (320,)) for k in keys])
       x1 = sample(jnp.asarray(train["audio_cond"][:, t, j]), noise)

@@ -24,6 +24,9 @@ ONE_THREAD_FLAGS = ("--xla_cpu_multi_thread_eigen=false "
 def _run_worker(path, one_core):
   env = dict(os.environ, JAX_PLATFORMS="cpu",
              XLA_FLAGS=ONE_THREAD_FLAGS if one_core else "")
+  # Each worker compiles its own executable: none may come from the suite's
+  # compilation cache (tests/conftest.py), whatever its key holds.
+  env.pop("JAX_COMPILATION_CACHE_DIR", None)
   cmd = [sys.executable, "-m", "tests.interaction.thread_worker", str(path)]
   subprocess.run(cmd + (["--one-core"] if one_core else []), cwd=REPO, env=env,
                  check=True, timeout=600)
