@@ -189,6 +189,7 @@ def score_both(benchmark, references, predictions, **kwargs) -> dict:
   primary = default_timing(benchmark)
   out = results[primary].to_json()
   out["by_timing"] = {t: r.metrics for t, r in results.items()}
+  out["per_sample_by_timing"] = {t: r.per_sample for t, r in results.items()}
   out["errors_by_timing"] = {t: r.errors for t, r in results.items() if t != primary}
   audio_json = results["audio"].to_json()
   out["disagreements"] = disagreements(audio_json, results["events"].to_json())

@@ -57,14 +57,27 @@ def _key_name(key) -> str:
   return str(key)
 
 
+def leaf_name(path) -> str:
+  """'a.b.0.c': the dotted name of a pytree key path."""
+  return ".".join(_key_name(k) for k in path)
+
+
 def _leaf_shapes(tree) -> dict:
   """'a.b.0.c' -> shape for every array leaf (checkpoint metadata or target)."""
-  return {".".join(_key_name(k) for k in path): tuple(getattr(leaf, "shape", ()))
+  return {leaf_name(path): tuple(getattr(leaf, "shape", ()))
           for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
-def check_state_tree(saved_tree, target_tree, max_lines: int = 12):
-  """Raises ValueError naming the arrays that differ in name or shape."""
+_WHAT = ("checkpoint arrays do not match the model", "the code or the config changed "
+         "since it was written")
+_ADVICE = "use a new --workdir or the code that wrote it"
+
+
+def check_state_tree(saved_tree, target_tree, max_lines: int = 12, *,
+                     what: str | None = None, advice: str = _ADVICE):
+  """Raises ValueError naming the arrays that differ in name or shape.
+
+  what/advice: the message's head and its advice (default: a resume's)."""
   a, b = _leaf_shapes(saved_tree), _leaf_shapes(target_tree)
   diffs = []
   # Parameters first: the optimizer state repeats their names.
@@ -78,20 +91,22 @@ def check_state_tree(saved_tree, target_tree, max_lines: int = 12):
   if diffs:
     more = (f"\n  ... and {len(diffs) - max_lines} more"
             if len(diffs) > max_lines else "")
-    raise ValueError(
-        f"checkpoint arrays do not match the model ({len(diffs)} differences; "
-        "the code or the config changed since it was written): use a new "
-        "--workdir or the code that wrote it:\n" + "\n".join(diffs[:max_lines])
-        + more)
+    head = (f"{_WHAT[0]} ({len(diffs)} differences; {_WHAT[1]})" if what is None
+            else f"{what} ({len(diffs)} differences)")
+    raise ValueError(f"{head}: {advice}:\n" + "\n".join(diffs[:max_lines]) + more)
 
 
 class Checkpointer:
 
-  def __init__(self, workdir: str, keep: int = 2):
+  def __init__(self, workdir: str, keep: int = 2, *, cleanup_tmp: bool = False):
+    """cleanup_tmp: remove unfinished saves (tmp dirs) left by a killed run. Only
+    the training run that owns the workdir sets it: a reader (evaluation, a
+    session) must not remove the save a live run has in flight."""
     self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
     self.manager = ocp.CheckpointManager(
         self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                             cleanup_tmp_directories=cleanup_tmp),
         item_handlers={"state": ocp.StandardCheckpointHandler(),
                        "data": ocp.JsonCheckpointHandler(),
                        "meta": ocp.JsonCheckpointHandler()})
@@ -121,6 +136,12 @@ class Checkpointer:
         step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
                                       data=ocp.args.JsonRestore()))
     return restored["state"], restored["data"]
+
+  def restore_data(self, step=None) -> dict:
+    """The data iterator state saved with `step` (default latest)."""
+    step = self.manager.latest_step() if step is None else step
+    return self.manager.restore(
+        step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))["data"]
 
   def wait(self):
     self.manager.wait_until_finished()

@@ -17,34 +17,12 @@ from absl import flags
 from ml_collections import config_flags
 
 from eval import report as report_lib
-from eval.judges import make_judge
-from eval.replay import ReplayConfig
-from eval.run import find_benchmarks, run_suite
-from experiments import agents as agents_lib
 from experiments import cli
+from experiments.evaluation import evaluate
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Eval config file (experiments/configs/eval_*.py).", lock_config=True)
 flags.mark_flags_as_required(["config"])
-
-
-def evaluate(config) -> dict:
-  """Runs the eval config; returns agent -> benchmark -> ScoreResult JSON."""
-  for field in ("suite", "out"):
-    if not config[field]:
-      raise ValueError(f"{field}: set it, e.g. --config.{field}=DIR")
-  benchmarks = cli.comma_list(config.benchmarks)
-  find_benchmarks(config.suite, benchmarks)  # a bad suite fails before agents load
-  agents = agents_lib.agents_from_config(config)
-  r = config.replay
-  replay_config = ReplayConfig(pace=r.pace, lag_chunks=r.lag_chunks, timeline=r.timeline,
-                               resume=r.resume, progress=r.progress)
-  s = config.score
-  return run_suite(config.suite, agents, config.out, benchmarks=benchmarks,
-                   judge=make_judge(s.judge), vad=s.vad, timing=s.timing, omega=s.omega,
-                   strict=s.strict, replay_config=replay_config,
-                   rank_by=config.get("rank_by", ""),
-                   late_session_s=agents_lib.late_session_seconds(config))
 
 
 def _headline(metrics: dict) -> str:

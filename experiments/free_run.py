@@ -110,7 +110,9 @@ def run(workdir: str, episodes: str, families: list[str] | None, num: int,
     raise ValueError(f"episodes: none under {episodes!r} (families={families})")
   batch = episode_batch(chosen, config)
   t = batch["model_text"].shape[1]
-  config.session.capacity_turns = max(int(config.session.capacity_turns), t + 1)
+  # Room for the whole batch and no more: the cache's size is what each of a
+  # turn's seven attention calls reads, and nothing here is evicted.
+  config.session.capacity_turns = max(t + 1, int(config.session.prefix_turns) + 2)
   runner = SessionRunner(config, params)
   return {mode: departure_metrics(batch, replay(runner, batch, mode), runner.spec)
           for mode in MODES}

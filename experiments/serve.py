@@ -4,11 +4,13 @@ r"""Serve streaming sessions over WebSockets (interaction.server).
   python -m experiments.serve --config=experiments/configs/tiny.py   # random model
 
 Prints the URL (`url: wss://HOST:PORT`) once the default session pool is
-compiled, then serves until interrupted (Ctrl-C / SIGTERM). TLS is on by
-default with a self-signed certificate made in --cert_dir (browsers need a
-secure page for the microphone); clients trust it with `--cafile` (the printed
-cert path). `--notls` serves plain ws:// (fine on localhost or behind a TLS
-proxy / SSH tunnel).
+compiled, and the browser page's (`page: https://HOST:PORT/`: microphone,
+camera, live transcript and timeline; --noweb turns it off), then serves until
+interrupted (Ctrl-C / SIGTERM). TLS is on by default with a self-signed
+certificate made in --cert_dir (browsers need a secure page for the
+microphone); clients trust it with `--cafile` (the printed cert path).
+`--notls` serves plain ws:// and http:// (fine on localhost or behind a TLS
+proxy / SSH tunnel; from another machine the page cannot have the microphone).
 
 Sessions: at most --max_sessions at once (a refused open says why), reaped
 after --idle_timeout_s without a message, stepped as one batch per tick
@@ -64,6 +66,8 @@ _BACKGROUND = flags.DEFINE_enum("background", "tools", ["none", "tools", "lm"],
                                 "Background model run on <delegate>.")
 _CORPUS = flags.DEFINE_string("corpus", None, "Folder of .txt files the search tool reads.")
 _TOOL_DELAY = flags.DEFINE_float("tool_delay_s", 0.0, "Delay before each tool answer.")
+_WEB = flags.DEFINE_bool("web", True, "Serve the browser page (interaction/web) on the "
+                         "same port: https://HOST:PORT/.")
 _BG_CHECKPOINT = flags.DEFINE_string("background_checkpoint", None,
                                      "Workdir of the background text LM.")
 
@@ -110,7 +114,7 @@ def settings(ctx):
       capacities=tuple(int(x) for x in _CAPACITIES.value) or None,
       batched=_BATCHED.value,
       vocoder=(_VOCODER_PATH.value or True) if _VOCODER.value else False,
-      ssl_context=ctx)
+      ssl_context=ctx, web=_WEB.value)
 
 
 async def serve(config, params, server_settings, background, certfile):
@@ -121,6 +125,10 @@ async def serve(config, params, server_settings, background, certfile):
   if certfile:
     print(f"cert: {certfile} (self-signed unless yours: clients pass --cafile={certfile})",
           flush=True)
+  if server.page_url:
+    note = ("self-signed: the browser asks once to accept it" if certfile and not
+            _CERTFILE.value else "open it in a browser")
+    print(f"page: {server.page_url} ({note})", flush=True)
   if _HOST.value in ("0.0.0.0", "::"):
     print("listening on every interface: use this machine's address in the URL",
           flush=True)

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything this project needs on a fresh Debian/Ubuntu machine, idempotently:
 #   - Debian packages: espeak-ng (speech for the synthetic episodes and baselines);
+#     chromium and chromium-driver (headless browser for the web page's test,
+#     tests/experiments/web_test.py, which skips and says so without them);
 #   - a Python >= 3.12 virtual environment in .venv (jax >= 0.11 needs 3.12);
 #   - this package in editable mode with its test extras.
 # Rerunning it is cheap: it skips what is already there.
@@ -10,10 +12,25 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
+APT_UPDATED=""
+apt_install() {
+  if [ -z "$APT_UPDATED" ]; then $SUDO apt-get update -qq; APT_UPDATED=1; fi
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
 if ! command -v espeak-ng >/dev/null 2>&1; then
   echo "[setup] installing Debian packages: espeak-ng"
-  $SUDO apt-get update -qq
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null
+  apt_install espeak-ng
+fi
+# The browser page's test drives Debian's Chromium through its ChromeDriver (with
+# Selenium, a test extra). Optional: without them that one test skips and says why.
+browser=()
+command -v chromium >/dev/null 2>&1 || browser+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || browser+=(chromium-driver)
+if [ ${#browser[@]} -gt 0 ]; then
+  echo "[setup] installing Debian packages: ${browser[*]}"
+  apt_install "${browser[@]}" || echo "[setup] warning: could not install ${browser[*]};" \
+    "tests/experiments/web_test.py will skip" >&2
 fi
 
 find_python() {

@@ -1,16 +1,32 @@
 """The training loop (big_vision style): shapes first, one pure update step,
 workdir = run identity, JSON-lines + TensorBoard metrics, orbax checkpoints.
 
-Resume precedence: an existing checkpoint in the workdir wins; otherwise the
-run starts from scratch. Rerunning the same command therefore continues the
-run, with the data iterator restored to the exact next batch.
+Start precedence (logged as one `start: ...` line):
+  1. a checkpoint in the workdir: resume it (train state and the data
+     iterator's position: the next batch is the one an uninterrupted run sees);
+  2. `train.init_from`, another training workdir: its latest parameters only,
+     with a fresh optimizer state, step 0 and the data stream from its start
+     (a path without a checkpoint, or parameters whose names, shapes or dtypes
+     differ from this config's model, is a ValueError);
+  3. from scratch (`train.seed`).
+Rerunning the same command therefore continues the run. Metric rows past the
+step a run starts at (written by a run killed after its last checkpoint) are
+dropped from metrics.jsonl, so it never repeats a step.
+
+SIGTERM (SLURM preemption, `scancel`, `kill`) sets a flag the loop checks
+after each step: the run logs its pending metrics, checkpoints the step it
+reached, and `train` returns with `stopped_by='SIGTERM'` (the entry point then
+exits with status 143, 128 + SIGTERM). Rerunning resumes from that step.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
+import signal
+import threading
 import time
 from typing import Any
 
@@ -60,8 +76,8 @@ def _over_base_config(saved: dict) -> dict:
   return merge(common.base_config().to_dict(), saved)
 
 
-def load_trained(workdir: str, step: int | None = None):
-  """(config, params) of a training run's checkpoint (latest step by default)."""
+def _load_checkpoint(workdir: str, step: int | None = None):
+  """(config, params, step) of a training run's checkpoint (latest by default)."""
   import ml_collections
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
@@ -69,12 +85,21 @@ def load_trained(workdir: str, step: int | None = None):
   with open(path) as f:
     config = ml_collections.ConfigDict(_over_base_config(json.load(f)))
   ckpt = checkpointing.Checkpointer(workdir)
-  if ckpt.latest_step() is None:
-    raise FileNotFoundError(f"{workdir}: no checkpoint in {ckpt.directory}")
-  state, _ = ckpt.restore(abstract_train_state(config),
-                          checkpointing.structure_meta(config), step=step)
-  ckpt.close()
-  return config, state["params"]
+  try:
+    if ckpt.latest_step() is None:
+      raise FileNotFoundError(f"{workdir}: no checkpoint in {ckpt.directory}")
+    step = ckpt.latest_step() if step is None else step
+    state, _ = ckpt.restore(abstract_train_state(config),
+                            checkpointing.structure_meta(config), step=step)
+  finally:
+    ckpt.close()
+  return config, state["params"], int(step)
+
+
+def load_trained(workdir: str, step: int | None = None):
+  """(config, params) of a training run's checkpoint (latest step by default)."""
+  config, params, _ = _load_checkpoint(workdir, step)
+  return config, params
 
 
 def create_train_state(config, rng: int | jax.Array = None) -> TrainState:
@@ -90,6 +115,48 @@ def create_train_state(config, rng: int | jax.Array = None) -> TrainState:
 
 def abstract_train_state(config) -> TrainState:
   return jax.eval_shape(lambda: create_train_state(config, config.train.seed))
+
+
+def init_from_workdir(config, path: str) -> tuple[TrainState, int]:
+  """(train state, source step): the latest parameters of the training workdir
+  `path` with a fresh optimizer state, step 0 and this config's train.seed.
+
+  Raises ValueError when `path` holds no checkpoint or its parameters differ
+  from this config's model in names, shapes or dtypes.
+  """
+  where = f"train.init_from={path!r}"
+  if not os.path.isdir(path):
+    raise ValueError(f"{where}: no such directory (expected a training workdir)")
+  try:
+    _, params, src_step = _load_checkpoint(path)
+  except FileNotFoundError as e:
+    raise ValueError(f"{where}: {e}") from None
+  except ValueError as e:  # its checkpoint does not fit its own config.json
+    raise ValueError(f"{where}: cannot load its checkpoint: {e}") from None
+  target = abstract_train_state(config)["params"]
+  checkpointing.check_state_tree(
+      {"params": params}, {"params": target},
+      what=f"{where}: its parameters do not match this config's model",
+      advice="train.init_from needs the same parameter names and shapes")
+  src = {checkpointing.leaf_name(p): leaf
+         for p, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
+  paths, treedef = jax.tree_util.tree_flatten_with_path(target)
+  leaves, bad = [], []
+  for p, t in paths:
+    name = checkpointing.leaf_name(p)
+    leaf = src[name]
+    if leaf.dtype != t.dtype:
+      bad.append(f"  params.{name}: dtype {leaf.dtype} in {path}, {t.dtype} in this config")
+    leaves.append(leaf)
+  if bad:
+    raise ValueError(f"{where}: its parameters do not match this config's model "
+                     f"({len(bad)} dtype differences; model.param_dtype?):\n"
+                     + "\n".join(bad[:12]))
+  params = jax.tree_util.tree_unflatten(treedef, leaves)
+  tx = make_optimizer(config)
+  state = {"step": jnp.int32(0), "params": params, "opt_state": tx.init(params),
+           "rng": jax.random.key_data(jax.random.key(config.train.seed))}
+  return state, src_step
 
 
 def make_train_step(config):
@@ -121,17 +188,53 @@ def make_train_step(config):
 # ---------------------------------------------------------------------------
 # Metrics sinks
 # ---------------------------------------------------------------------------
-class MetricWriter:
-  """JSON lines (metrics.jsonl) plus TensorBoard event files (tb/)."""
+def truncate_metrics(path: str, step: int) -> int:
+  """Drops the rows of a metrics.jsonl past `step` (and a torn last line);
+  returns how many rows were dropped. A run killed after its last checkpoint
+  wrote rows that the resumed run writes again: without this the file would
+  repeat those steps."""
+  if not os.path.exists(path):
+    return 0
+  with open(path) as f:
+    lines = f.read().splitlines()
+  keep = []
+  for line in lines:
+    try:
+      row = json.loads(line)
+    except json.JSONDecodeError:
+      continue
+    if isinstance(row, dict) and int(row.get("step", 0)) <= step:
+      keep.append(line)
+  dropped = len(lines) - len(keep)
+  if dropped:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+      f.write("".join(line + "\n" for line in keep))
+    os.replace(tmp, path)
+  return dropped
 
-  def __init__(self, workdir: str, enabled: bool = True):
+
+class MetricWriter:
+  """JSON lines (metrics.jsonl) plus TensorBoard event files (tb/).
+
+  `start_step`: the step the run starts at; rows past it are dropped first."""
+
+  def __init__(self, workdir: str, enabled: bool = True, start_step: int | None = None):
     self.enabled = enabled
     if not enabled:
       return
     self.path = os.path.join(workdir, "metrics.jsonl")
+    if start_step is not None:
+      dropped = truncate_metrics(self.path, start_step)
+      if dropped:
+        logging.warning("metrics.jsonl: dropped %d rows past step %d (a run stopped "
+                        "after its last checkpoint)", dropped, start_step)
     self.file = open(self.path, "a")
     from tensorboardX import SummaryWriter
-    self.tb = SummaryWriter(os.path.join(workdir, "tb"))
+    # purge_step: TensorBoard hides the earlier events from this step on (those
+    # of a run killed after its last checkpoint), as metrics.jsonl drops them.
+    self.tb = SummaryWriter(os.path.join(workdir, "tb"),
+                            purge_step=None if start_step is None else start_step + 1)
 
   def write(self, step: int, metrics: dict):
     if not self.enabled:
@@ -174,12 +277,87 @@ def _to_device_batch(batch):
   return {k: jnp.asarray(v) for k, v in batch.items()}
 
 
-def train_and_evaluate(config, workdir: str, *, data_iter=None,
-                       stop_at_step: int | None = None, progress: bool = True):
-  """Trains until config.train.steps (or `stop_at_step`, or max_minutes).
+@dataclasses.dataclass
+class TrainResult:
+  """What `train` returns: the final state and how the run began and ended.
 
-  Returns the final train state. `data_iter` overrides the configured
-  pipeline (tests); it must offer get_state()/set_state().
+  start: 'resumed' | 'init_from' | 'scratch'; start_step: the step it began
+  at; stopped_by: None (reached its last step), 'max_minutes' or 'SIGTERM'
+  (checkpointed at the step reached); signal: the stop signal received during
+  the run, even one that came with the last step (then stopped_by is None)."""
+  state: TrainState
+  start: str
+  start_step: int
+  stopped_by: str | None = None
+  signal: str | None = None
+
+  @property
+  def step(self) -> int:
+    return int(self.state["step"])
+
+
+class _StopSignal:
+  """Sets `.received` (the signal's name) when one of `signums` arrives.
+
+  The handler only sets the flag; the loop checkpoints and stops (saving
+  inside a signal handler could interrupt orbax mid-write). Installed only
+  in the main thread (Python allows handlers nowhere else); `restore()`
+  puts the previous handlers back."""
+
+  def __init__(self, signums=(signal.SIGTERM,)):
+    self.received = None
+    self._previous = {}
+    if threading.current_thread() is not threading.main_thread():
+      return
+    for s in signums:
+      self._previous[s] = signal.signal(s, self._handle)
+
+  def _handle(self, signum, frame):
+    del frame
+    if self.received is None:
+      self.received = signal.Signals(signum).name
+
+  def restore(self):
+    for s, h in self._previous.items():
+      signal.signal(s, h)
+    self._previous = {}
+
+
+def _start_state(config, workdir: str, ckpt, meta, data_iter):
+  """(state, start, message): the workdir's checkpoint, else train.init_from,
+  else scratch (module docstring)."""
+  init_from = str(config.train.get("init_from", "") or "")
+  if ckpt.latest_step() is not None:
+    state, data_state = ckpt.restore(abstract_train_state(config), meta)
+    data_iter.set_state(data_state)
+    msg = f"start: resumed from step {int(state['step'])} in {workdir}"
+    if init_from:
+      msg += f" (train.init_from={init_from} ignored: the workdir has a checkpoint)"
+    return state, "resumed", msg
+  if init_from:
+    state, src_step = init_from_workdir(config, init_from)
+    return state, "init_from", (
+        f"start: step 0 from the parameters of {init_from} (its step {src_step}); "
+        "fresh optimizer state")
+  return create_train_state(config), "scratch", (
+      f"start: from scratch (train.seed={config.train.seed}) in {workdir}")
+
+
+def _plot(workdir: str):
+  from experiments import plots
+  try:
+    plots.plot_curves(workdir)
+  except Exception as e:  # a plot must never stop (or mask the error of) a run
+    logging.warning("curves.png not written: %s: %s", type(e).__name__, e)
+
+
+def train(config, workdir: str, *, data_iter=None, stop_at_step: int | None = None,
+          progress: bool = True) -> TrainResult:
+  """Trains until config.train.steps (or `stop_at_step`, max_minutes or SIGTERM).
+
+  `data_iter` overrides the configured pipeline (tests); it must offer
+  get_state()/set_state(). See the module docstring for the start precedence
+  and SIGTERM.
   """
   validate_config(config)
   os.makedirs(workdir, exist_ok=True)
@@ -191,43 +369,62 @@ def train_and_evaluate(config, workdir: str, *, data_iter=None,
     data_iter = make_train_iter(config, process_index=jax.process_index(),
                                 process_count=jax.process_count())
 
-  ckpt = checkpointing.Checkpointer(workdir, keep=config.train.keep_checkpoints)
+  ckpt = checkpointing.Checkpointer(workdir, keep=config.train.keep_checkpoints,
+                                    cleanup_tmp=is_main)
   meta = checkpointing.structure_meta(config)
-  if ckpt.latest_step() is not None:
-    state, data_state = ckpt.restore(abstract_train_state(config), meta)
-    data_iter.set_state(data_state)
-    logging.warning("Resumed from step %d in %s", int(state["step"]), workdir)
-  else:
-    state = create_train_state(config)
-    logging.info("Starting from scratch in %s", workdir)
+  try:
+    state, start, message = _start_state(config, workdir, ckpt, meta, data_iter)
+  except BaseException:
+    ckpt.close()
+    raise
+  logging.warning("%s", message)
   if is_main:  # only once the workdir's checkpoint accepted this config
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
 
   train_step = make_train_step(config)
-  writer = MetricWriter(workdir, enabled=is_main)
   tc = config.train
+  step = start_step = int(state["step"])
+  writer = MetricWriter(workdir, enabled=is_main, start_step=start_step)
   last = tc.steps if stop_at_step is None else min(tc.steps, stop_at_step)
-  step = int(state["step"])
+  plot = bool(tc.get("plot_curves", True)) and is_main
+  plotted_at = None
   t_start = t_log = time.time()
+  t_first = None            # end of the first step (compilation excluded from rates)
+  deadline = t_start + tc.max_minutes * 60 if tc.max_minutes > 0 else None
   pending = []
+  stopped_by = None
   bar = None
   if progress and is_main:
     from tqdm import tqdm
-    limit = f", stops after {tc.max_minutes:g} min" if tc.max_minutes > 0 else ""
+    limit = f", stops after {tc.max_minutes:g} min" if deadline else ""
     bar = tqdm(total=last, initial=step, desc=f"train {config.name}{limit}",
                unit="step")
+  stop = _StopSignal()
   try:
-    while step < last:
+    while step < last and stop.received is None:
       batch = _to_device_batch(next(data_iter))
       state, metrics = train_step(state, batch)
       step += 1
       pending.append(metrics)
+      now = time.time()
+      if t_first is None:
+        t_first = now
       if bar is not None:
+        if deadline and step > start_step + 1:
+          # ETA against the effective end: the steps max_minutes leaves room for.
+          rate = (step - start_step - 1) / max(now - t_first, 1e-9)
+          end = min(last, step + int(rate * max(deadline - now, 0.0)))
+          if end != bar.total:
+            bar.total = max(end, step)
         bar.update(1)
-      out_of_time = (tc.max_minutes > 0
-                     and time.time() - t_start > tc.max_minutes * 60)
-      if step % tc.log_every == 0 or step == last or out_of_time:
+      if step < last:  # reaching the last step is finishing, whatever else happened
+        if stop.received is not None:
+          stopped_by = stop.received
+        elif deadline is not None and now > deadline:
+          stopped_by = "max_minutes"
+      stopping = stopped_by is not None
+      if step % tc.log_every == 0 or step == last or stopping:
         means = jax.tree_util.tree_map(lambda *x: float(np.mean(x)), *pending)
         bad = [k for k, v in means.items() if not math.isfinite(v)]
         if bad:
@@ -242,15 +439,37 @@ def train_and_evaluate(config, workdir: str, *, data_iter=None,
                           text=f"{means['text_loss']:.3f}",
                           flow=f"{means['flow_loss']:.3f}")
         pending = []
-      if step % tc.ckpt_every == 0 or step == last or out_of_time:
+      if step % tc.ckpt_every == 0 or step == last or stopping:
         ckpt.save(step, state, data_iter.get_state(), meta)
-      if out_of_time:
-        logging.info("train.max_minutes=%s reached at step %d", tc.max_minutes, step)
+        if plot:
+          _plot(workdir)
+          plotted_at = step
+      if stopping:
+        if stopped_by == "max_minutes":
+          logging.info("train.max_minutes=%s reached at step %d", tc.max_minutes, step)
+        else:
+          logging.warning("%s received: checkpointed step %d in %s and stopped; rerun "
+                          "the same command to resume", stopped_by, step, workdir)
         break
+    if stopped_by is None and stop.received is not None and step < last:
+      stopped_by = stop.received  # arrived before the first step: nothing to save
   finally:
-    if bar is not None:
-      bar.close()
-    ckpt.wait()
-    ckpt.close()
-    writer.close()
-  return state
+    try:
+      if bar is not None:
+        bar.close()
+      ckpt.wait()  # the last save is on disk before the process may exit
+      ckpt.close()
+      writer.close()
+      if plot and plotted_at != step:
+        _plot(workdir)
+    finally:
+      stop.restore()  # only now: a second SIGTERM must not kill the final save
+  return TrainResult(state=state, start=start, start_step=start_step,
+                     stopped_by=stopped_by, signal=stop.received)
+
+
+def train_and_evaluate(config, workdir: str, *, data_iter=None,
+                       stop_at_step: int | None = None, progress: bool = True):
+  """`train(...)`'s final train state (the historical entry point)."""
+  return train(config, workdir, data_iter=data_iter, stop_at_step=stop_at_step,
+               progress=progress).state

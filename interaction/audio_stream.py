@@ -95,3 +95,46 @@ class StreamingVocoder:
     if self.context_frames:
       self.history = np.concatenate([self.history, mel])[-self.context_frames:]
     return out
+
+
+class OutputLimiter:
+  """A brick-wall peak limiter on a session's audio out, 200 ms at a time.
+
+  Nothing else bounds what a vocoder emits: its input is any mel the flow
+  head samples in the layout's range, and Griffin-Lim of a frame at the
+  range's top in every band is louder than full scale (RMS 2.6 at log10 0.5,
+  84 at 2.0). The gain drops at once to keep every sample within `ceiling`
+  (attack 0), then recovers by 1 / (release_s * sample_rate) per sample, so a
+  loud burst cannot clip and the gain comes back without a step. Audio below
+  the ceiling, with the gain recovered, passes bit for bit. A hand-written
+  recursion because the project's audio stack (librosa, soxr) has no
+  streaming limiter; it is one cumulative minimum per chunk.
+  """
+
+  def __init__(self, sample_rate: int, ceiling: float = 0.98, release_s: float = 0.05):
+    if not 0 < ceiling <= 1:
+      raise ValueError(f"session.output_ceiling: {ceiling} must be in (0, 1]")
+    if release_s <= 0:
+      raise ValueError(f"session.output_release_s: {release_s} must be > 0")
+    self.ceiling = float(ceiling)
+    self.step = 1.0 / (float(release_s) * sample_rate)
+    self.reset()
+
+  def reset(self):
+    self.gain = 1.0
+
+  def __call__(self, wave: np.ndarray) -> np.ndarray:
+    y = np.asarray(wave, np.float64)
+    peak = np.abs(y)
+    need = np.where(peak > self.ceiling, self.ceiling / np.maximum(peak, 1e-30), 1.0)
+    # g[n] = min(1, need[n], g[n-1] + step) with g[-1] = self.gain unrolls to
+    # min(1, n*step + min(gain + step, min_{k<=n} need[k] - k*step)).
+    n = np.arange(len(y), dtype=np.float64)
+    carry = self.gain + self.step          # the previous chunk's last gain, one step on
+    run = np.minimum.accumulate(np.minimum(need - n * self.step, carry))
+    g = np.minimum(1.0, run + n * self.step)
+    if len(g):
+      self.gain = float(g[-1])
+    if np.all(g == 1.0):
+      return np.asarray(wave, np.float32)
+    return (y * g).astype(np.float32)

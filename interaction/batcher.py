@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from interaction import mel as mel_lib
-from interaction.audio_stream import StreamingMelFrontend, StreamingVocoder
+from interaction.audio_stream import OutputLimiter, StreamingMelFrontend, StreamingVocoder
 from interaction.layout import LayoutSpec, Stream
 # The word grouping of Sessions, shared so a served session's events equal a
 # Sessions(batch_size=1) session's.
@@ -71,6 +71,9 @@ class Member:
     self.turn = 0
     self.frontend = StreamingMelFrontend(spec, pool.mel_params)
     self.vocoder = pool.make_vocoder() if pool.vocoder else None
+    sc = pool.config.session   # the same limiter as interaction.session.Sessions
+    self.limiter = OutputLimiter(spec.sample_rate, float(sc.get("output_ceiling", 0.98)),
+                                 float(sc.get("output_release_s", 0.05)))
     self.user_text = collections.deque()
     self.background_text = collections.deque()
     self.eventizer = _Eventizer()
@@ -313,7 +316,7 @@ class SlotPool:
       # The output block of turn t is spoken during the next 200 ms.
       t0 = (m.turn + 1) * spec.turn_seconds
       events = m.eventizer.feed(tokens, t0, t0 + spec.turn_seconds)
-      wave = (m.vocoder(mel) if m.vocoder is not None
+      wave = (m.limiter(m.vocoder(mel)) if m.vocoder is not None
               else np.zeros(spec.samples_per_turn, np.float32))
       results[m] = SlotOutput(turn=m.turn, audio=wave, events=events,
                               text_tokens=np.asarray(tokens), mel=np.asarray(mel),

@@ -24,6 +24,9 @@ close; replies opened, output, closed, error). The clock and the batching are
   sessions to be re-attached until then.
 - A bad message never stops the server or touches another session: it gets an
   error reply naming what is wrong (and its seq), and is otherwise ignored.
+- The browser page (`settings.web`, `interaction.web`): a plain HTTP GET on the
+  same port gets the page (`page_url`, https:// with TLS) or `/info`; a
+  WebSocket upgrade goes on to the protocol.
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ class ServerSettings:
   limits: protocol.Limits = protocol.Limits()
   ssl_context: object = None         # an ssl.SSLContext: serve wss://
   max_send_queue: int = 512          # outputs waiting for a slow client before it is dropped
+  web: bool = True                   # serve the browser page (interaction/web) on the same port
 
   def resolved_slot_counts(self) -> tuple:
     if self.slot_counts:
@@ -140,21 +144,27 @@ class SessionServer:
     self._server = None
     self._tasks = []
     self.url = None
+    self.page_url = None               # the browser page (settings.web), https:// with TLS
+    self._defaults = None
 
   # ---- life cycle ---------------------------------------------------------
   async def start(self) -> str:
     """Compiles the default pool, starts listening; returns the URL."""
-    await self.scheduler.pool_for(self.scheduler.session_config(
-        protocol.OpenOptions(), self.capacities))
+    self._defaults = self.scheduler.session_config(protocol.OpenOptions(),
+                                                   self.capacities)
+    await self.scheduler.pool_for(self._defaults)
     s = self.settings
     self._server = await serve(
         self._handle, s.host, s.port, ssl=s.ssl_context,
         max_size=4 * s.limits.max_message_bytes, compression=None,
-        ping_interval=20, ping_timeout=20)
+        ping_interval=20, ping_timeout=20,
+        process_request=self._http if s.web else None)
     port = self._server.sockets[0].getsockname()[1]
     scheme = "wss" if s.ssl_context is not None else "ws"
     host = s.host if ":" not in s.host else f"[{s.host}]"
     self.url = f"{scheme}://{host}:{port}"
+    if s.web:
+      self.page_url = f"{'https' if s.ssl_context is not None else 'http'}://{host}:{port}/"
     loop = asyncio.get_running_loop()
     self._tasks = [loop.create_task(self.scheduler.run(self._deliver)),
                    loop.create_task(self._reaper())]
@@ -204,6 +214,34 @@ class SessionServer:
         "background": self.runner is not None,
         "limits": dataclasses.asdict(lim),
     }
+
+  def info(self) -> dict:
+    """What the browser page needs before it opens a session (GET /info)."""
+    spec, lim, st = self.spec, self.settings.limits, self.settings
+    return {
+        "protocol": protocol.VERSION,
+        "chunk_ms": self.turn_ms,
+        "sample_rate": spec.sample_rate,
+        "samples_per_chunk": spec.samples_per_turn,
+        "video": ({"width": spec.video_width, "height": spec.video_height,
+                   "formats": ["jpeg", "png"]} if spec.video_enabled else None),
+        "voices": ["default"],
+        "capacities": list(self.capacities),
+        "temperature": self._defaults.temperature if self._defaults else None,
+        "top_p": self._defaults.top_p if self._defaults else None,
+        "clock": st.clock,
+        "idle_timeout_s": st.idle_timeout_s,
+        "background": self.runner is not None,
+        "max_sessions": st.max_sessions,
+        "live": len(self.scheduler.sessions),
+        "limits": {"max_text_bytes": lim.max_text_bytes,
+                   "max_prompt_bytes": lim.max_prompt_bytes},
+    }
+
+  def _http(self, connection, request):
+    """websockets' process_request: plain GETs get the page (interaction.web)."""
+    from interaction import web
+    return web.http_response(request, self.info)
 
   def stats(self) -> dict:
     ticks = list(self.scheduler.tick_stats)

@@ -11,6 +11,10 @@ slots for), the streaming vocoder and the text events. Every chunk is checked
 before anything is touched, so a bad chunk raises a ValueError and leaves the
 session exactly as it was.
 
+Audio out passes a peak limiter (`audio_stream.OutputLimiter`, at
+`session.output_ceiling`): nothing a vocoder makes of any mel in range goes
+past full scale, and audio below the ceiling passes unchanged.
+
 Audio out: the learned streaming vocoder when one is given (`vocoder=` a
 `interaction.learned_vocoder.LearnedVocoder`, or the path of a vocoder
 checkpoint; its speech comes `delay_samples` late, 41 ms by default), else
@@ -29,7 +33,7 @@ import numpy as np
 
 from interaction import mel as mel_lib
 from interaction.tokenizer import TOKENIZER
-from interaction.audio_stream import StreamingMelFrontend, StreamingVocoder
+from interaction.audio_stream import OutputLimiter, StreamingMelFrontend, StreamingVocoder
 from interaction.layout import LayoutSpec, Stream
 from interaction.streaming import SessionConfig, SessionRunner, TurnInputs
 
@@ -107,6 +111,10 @@ class Sessions:
     else:
       raise ValueError(f"vocoder: expected True (Griffin-Lim), False (no audio), a "
                        f"LearnedVocoder or a vocoder checkpoint path, got {vocoder!r}")
+    self.limiters = [OutputLimiter(self.spec.sample_rate,
+                                   float(sc.get("output_ceiling", 0.98)),
+                                   float(sc.get("output_release_s", 0.05)))
+                     for _ in range(self.batch_size)]
     self.reset()
 
   def reset(self, seeds=None):
@@ -118,6 +126,8 @@ class Sessions:
       fe.reset()
     for voc in self.vocoders or []:
       voc.reset()
+    for lim in self.limiters:
+      lim.reset()
     self.user_text = [collections.deque() for _ in range(self.batch_size)]
     self.background_text = [collections.deque() for _ in range(self.batch_size)]
     self.eventizers = [_Eventizer() for _ in range(self.batch_size)]
@@ -205,7 +215,8 @@ class Sessions:
     t1 = t0 + spec.turn_seconds
     events = [ev.feed(tok, t0, t1) for ev, tok in zip(self.eventizers, out.text_tokens)]
     if self.vocoders is not None:
-      wave = np.stack([voc(m) for voc, m in zip(self.vocoders, out.mel)])
+      wave = np.stack([lim(voc(m)) for lim, voc, m in
+                       zip(self.limiters, self.vocoders, out.mel)])
     else:
       wave = np.zeros((self.batch_size, spec.samples_per_turn), np.float32)
     self.turn += 1

@@ -117,6 +117,11 @@ def data_config() -> ml_collections.ConfigDict:
   c.num_workers = 0
   c.families = ""               # comma list of generator families ('' = all)
   c.crop = "random"             # window of `turns` turns: 'random' start or 'start' (turn 0)
+  # Place an episode this far into a session (data_pipeline/pipeline.py
+  # SessionOffset): with probability session_offset_prob, after U{0..max}
+  # turns of earlier conversation, so trained times/positions cover long sessions.
+  c.session_offset_prob = 0.0
+  c.session_offset_max_turns = 1200  # 4 minutes: twice session.capacity_turns
   c.num_threads = 2             # grain read threads per process (order stays deterministic)
   c.prefetch = 16               # examples read ahead per process
   return c
@@ -135,10 +140,24 @@ def train_config() -> ml_collections.ConfigDict:
   c.seed = 0
   c.text_loss_weight = 1.0
   c.flow_loss_weight = 1.0
+  # Text targets that are <pad> (the model is silent) weigh this much against
+  # 1 for a spoken byte or control token (interaction/objectives.py).
+  c.pad_weight = 1.0
+  # Std of Gaussian noise (log10 mel) added to the model's own audio before it
+  # is quantized into the model_audio input stream, drawn per example from
+  # U[0, audio_input_noise]: training sees fed-back audio as imperfect as the
+  # flow head's samples are in a live session. 0 = the clean ground truth.
+  c.audio_input_noise = 0.0
   c.log_every = 10
   c.ckpt_every = 50
   c.keep_checkpoints = 2
   c.max_minutes = 0.0           # >0: stop (and checkpoint) after this wall time
+  # Start of a run without a checkpoint in its workdir: '' = from scratch, or
+  # another training workdir whose latest parameters start this run (fresh
+  # optimizer state, step 0, data from its first batch; the parameter names
+  # and shapes must match). A checkpoint in the workdir always wins (resume).
+  c.init_from = ""
+  c.plot_curves = True          # write <workdir>/curves.png at every checkpoint and at the end
   return c
 
 
@@ -152,6 +171,28 @@ def session_config() -> ml_collections.ConfigDict:
   c.flow_temperature = 1.0      # scale of the flow head's initial noise
   c.vocoder_iters = 16          # Griffin-Lim iterations per 200 ms chunk
   c.vocoder_context_frames = 8  # earlier mel frames re-synthesised for continuity
+  c.output_ceiling = 0.98       # peak limiter on the audio out (interaction/audio_stream.py)
+  c.output_release_s = 0.05     # its gain recovers over this long after a loud burst
+  return c
+
+
+def eval_config() -> ml_collections.ConfigDict:
+  """The held-out evaluation of `python -m experiments.main --mode=eval|train_and_eval`
+  (experiments/main_job.py): a suite generated with data_pipeline.generate
+  (split 'heldout') replayed into `agents` by experiments.evaluate with the
+  eval_heldout config, the model agent reading the workdir's latest checkpoint.
+  Writes <workdir>/eval/ (report.md, report.json, report.png, metrics.json)."""
+  c = ml_collections.ConfigDict()
+  c.suite = ""                  # '' = <workdir>/eval_suite, generated on first use from
+                                # families/num_per_family/seed; or an existing suite dir
+  c.families = "all"            # generator families of the generated suite ('all' or a comma list)
+  c.num_per_family = 4          # episodes per family of the generated suite
+  c.seed = 1                    # its generator seed (split 'heldout': held-out voices)
+  c.agents = "oracle,vad_cascade,model"  # eval_heldout's run_agents (sections of its `agents`)
+  c.benchmarks = ""             # comma list; '' = every benchmark found in the suite
+  c.late_session = False        # passed to the eval config's `late_session` field
+  # Extra eval_heldout fields, 'a.b=value,...' (e.g. 'score.timing=events,replay.timeline=False').
+  c.overrides = ""
   return c
 
 
@@ -163,4 +204,5 @@ def base_config() -> ml_collections.ConfigDict:
   c.data = data_config()
   c.train = train_config()
   c.session = session_config()
+  c.eval = eval_config()
   return c

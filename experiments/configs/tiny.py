@@ -6,6 +6,12 @@ Run:
 Expect: 30 steps in well under a minute on 2 cores, loss falling from about
 6 (text) + 1-2 (flow). Uses in-memory synthetic episodes (no espeak-ng needed)
 and 40x40 video frames, so every embedder and the MoE path are exercised.
+
+`--mode=train_and_eval` (or `--mode=eval` on a trained workdir) also evaluates
+it on a small held-out suite (one turn_taking and one timespeak episode,
+generated with espeak-ng into the workdir's eval_suite/) with the oracle, the
+VAD cascade and the model; the untrained-sized model's scores are noise, the
+point is that the whole train -> eval path runs.
 """
 
 from experiments.configs import common
@@ -43,4 +49,6 @@ def get_config():
   c.train.warmup_steps = 3
   c.train.log_every = 5
   c.train.ckpt_every = 10
+  c.eval.families = "turn_taking,timespeak"
+  c.eval.num_per_family = 1
   return c

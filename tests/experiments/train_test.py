@@ -1,5 +1,6 @@
 """The tiny config trains on CPU, and a killed-and-resumed run matches an
-uninterrupted one bit for bit (determinism contract item 5)."""
+uninterrupted one bit for bit (determinism contract item 4; the command-line
+version, killed with SIGKILL or SIGTERM, is in resume_test.py)."""
 
 import json
 import os
