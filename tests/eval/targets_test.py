@@ -54,3 +54,17 @@ def test_late_session_within_ten_percent():
   lat = rows["late session turn_taking/latency_s within 10% of plain"]
   assert lat["met"] is False and abs(lat["missed_by"] - 0.3) < 1e-9
   assert rows["late session pause_handling/TOR within 10% of plain"]["met"] is True
+
+
+def test_silence_does_not_meet_the_pause_and_late_targets():
+  """An agent that never speaks has pause TOR 0 and late == plain: neither
+  counts as met (companion: the same figures with turns taken do)."""
+  silent = {"turn_taking/TOR": 0.0, "pause_handling/TOR": 0.0}
+  rows = _rows({"model": {"fdb_v1": _result(silent), "fdb_v1@late": _result(silent)}})
+  assert rows["take-over on pauses"]["met"] is None
+  assert "vacuous" in rows["take-over on pauses"]["note"]
+  assert rows["late session pause_handling/TOR within 10% of plain"]["met"] is None
+  talks = {"turn_taking/TOR": 1.0, "pause_handling/TOR": 0.0}
+  rows = _rows({"model": {"fdb_v1": _result(talks), "fdb_v1@late": _result(talks)}})
+  assert rows["take-over on pauses"]["met"] is True
+  assert rows["late session pause_handling/TOR within 10% of plain"]["met"] is True
