@@ -84,4 +84,11 @@ if [ -n "$wheel" ] && [ ! -x .venv/triton-py311/bin/python ]; then
   fi
 fi
 
+# jax's CUDA plugin, beside the venv (not in it: importable, it makes every
+# `import jax` log "Could not find cuda drivers"): jax-triton needs it to lower
+# the Triton gather+gemv for a GPU on this CPU machine (tests/moe/gpu_lowering_test.py).
+[ -d .venv/cuda-plugin/jax_cuda12_plugin ] || .venv/bin/pip install -q --no-deps --target .venv/cuda-plugin \
+  "jax-cuda12-plugin==$(.venv/bin/python -c 'import jaxlib; print(jaxlib.__version__)')" \
+  || echo "[setup] warning: no jax-cuda12-plugin; the triton_call lowering test will skip" >&2
+
 echo "[setup] done: $(.venv/bin/python -c 'import jax, flax; print("jax", jax.__version__, "flax", flax.__version__)')"

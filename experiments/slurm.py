@@ -22,7 +22,8 @@ SIGTERM before the time limit: the trainer checkpoints and exits 143, and
 script instead of submitting it; otherwise it is written to
 `<workdir>/launch/job.sbatch` and `sbatch` prints the job id.
 
-The local launcher sets JAX_COORDINATOR_ADDRESS (127.0.0.1 and a free port),
+The local launcher sets JAX_COORDINATOR_ADDRESS (127.0.0.1 and a free port p,
+with p + 1 free for the roll call),
 JAX_NUM_PROCESSES and JAX_PROCESS_ID for each process, logs each to
 `<workdir>/logs/process-<i>.log`, and stops the others as soon as one fails,
 so a bad run ends with the first failure's status and log tail, never a hang.
@@ -141,10 +142,22 @@ def submit(script: str, workdir: str, *, sbatch: str = "sbatch") -> str:
   return out.stdout.strip()
 
 
-def free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
+def free_port(tries: int = 50) -> int:
+  """A loopback port p with p + 1 also free (the coordinator and its roll
+  call, experiments/distributed.py)."""
+  for _ in range(tries):
+    with socket.socket() as a:
+      a.bind(("127.0.0.1", 0))
+      port = a.getsockname()[1]
+      if port >= 65535:
+        continue
+      with socket.socket() as b:
+        try:
+          b.bind(("127.0.0.1", port + 1))
+        except OSError:
+          continue
+      return port
+  raise RuntimeError("no free pair of loopback ports for the coordinator")
 
 
 def local_env(i: int, n: int, port: int, local_devices: int, base=None) -> dict:

@@ -440,7 +440,13 @@ def train(config, workdir: str, *, data_iter=None, stop_at_step: int | None = No
                           flow=f"{means['flow_loss']:.3f}")
         pending = []
       if step % tc.ckpt_every == 0 or step == last or stopping:
-        ckpt.save(step, state, data_iter.get_state(), meta)
+        final = step == last or stopping
+        if final:
+          # orbax skips a save while an earlier async one is still writing
+          # (its is-saving-in-progress check): under load a SIGTERM's or the
+          # last step's save was dropped. Wait for it, then force this one.
+          ckpt.wait()
+        ckpt.save(step, state, data_iter.get_state(), meta, force=final)
         if plot:
           _plot(workdir)
           plotted_at = step

@@ -34,6 +34,18 @@ def min_dot_rows(w_layout: str) -> int:
 # Output-column tile of the Pallas matmul. The tile only splits independent
 # output columns, never the contraction, so it does not affect the bits.
 _PALLAS_BLOCK_N = 128
+# Contraction tile of the Pallas matmul: a program walks K in tiles of this
+# size, in order, into one f32 accumulator (no split-K: one program owns an
+# output tile). On an H200 this keeps a [block_rows, 64] x [64, 128] bf16 step
+# (24 KiB at block_rows 64) in shared memory, which Triton pipelines over K;
+# the whole K at once (tml_small: K = 4096) would need 1.5 MiB. A K that is
+# not a multiple of the tile is taken whole. The tile is part of the bits.
+_PALLAS_BLOCK_K = 64
+
+
+def pallas_block_k(k: int) -> int:
+  """Contraction tile of the Pallas matmul for a contraction of k."""
+  return _PALLAS_BLOCK_K if k > _PALLAS_BLOCK_K and k % _PALLAS_BLOCK_K == 0 else k
 
 
 # ---------------------------------------------------------------------------
@@ -120,8 +132,10 @@ def _map_row_blocks(block_fn, x, block_rows):
   return _from_row_blocks(out, rows, x.shape[:-1])
 
 
-def _pallas_row_op(kernel, x, params, block_rows, interpret):
-  """Pallas grid over row blocks; params are [1, d]-shaped and broadcast."""
+def _pallas_row_op(kernel, x, params, block_rows, interpret, name=None):
+  """Pallas grid over row blocks; params are [1, d]-shaped and broadcast.
+
+  `name` names the kernel (its Triton function on GPU)."""
   blocks, rows = _to_row_blocks(x, block_rows)
   nblocks, _, d = blocks.shape
   flat = blocks.reshape(nblocks * block_rows, d)
@@ -133,6 +147,7 @@ def _pallas_row_op(kernel, x, params, block_rows, interpret):
       out_specs=pl.BlockSpec((block_rows, d), lambda i: (i, 0)),
       out_shape=jax.ShapeDtypeStruct(flat.shape, x.dtype),
       interpret=interpret,
+      name=name,
   )(flat, *params)
   return _from_row_blocks(out, rows, x.shape[:-1])
 
@@ -171,8 +186,21 @@ def _matmul_padded(x, w, w_layout="kn", min_rows=None):
   return y.reshape(*x.shape[:-1], _n_of(w, w_layout))
 
 
-def _matmul_kernel(x_ref, w_ref, o_ref, *, w_layout):
-  o_ref[...] = _matmul_block(x_ref[...], w_ref[...], w_layout).astype(o_ref.dtype)
+def _matmul_kernel(x_ref, w_ref, o_ref, *, w_layout, block_k):
+  k = x_ref.shape[1]
+  if block_k >= k:
+    o_ref[...] = _matmul_block(x_ref[...], w_ref[...], w_layout).astype(o_ref.dtype)
+    return
+
+  def step(i, acc):
+    ks = pl.ds(pl.multiple_of(i * block_k, block_k), block_k)
+    wt = w_ref[ks, :] if w_layout == "kn" else w_ref[:, ks]
+    dims = (((1,), (0 if w_layout == "kn" else 1,)), ((), ()))
+    return acc + jax.lax.dot_general(x_ref[:, ks], wt, dims,
+                                     preferred_element_type=jnp.float32)
+
+  acc = jnp.zeros(o_ref.shape, jnp.float32)
+  o_ref[...] = jax.lax.fori_loop(0, k // block_k, step, acc).astype(o_ref.dtype)
 
 
 def _matmul_pallas_fwd_only(x, w, block_rows, interpret, w_layout):
@@ -188,7 +216,8 @@ def _matmul_pallas_fwd_only(x, w, block_rows, interpret, w_layout):
     wp = jnp.pad(w, ((0, n_pad - n), (0, 0)))
     w_spec = pl.BlockSpec((block_n, k), lambda i, j: (j, 0))
   out = pl.pallas_call(
-      functools.partial(_matmul_kernel, w_layout=w_layout),
+      functools.partial(_matmul_kernel, w_layout=w_layout,
+                        block_k=pallas_block_k(k)),
       grid=(nblocks, n_pad // block_n),
       in_specs=[pl.BlockSpec((block_rows, k), lambda i, j: (i, 0)), w_spec],
       out_specs=pl.BlockSpec((block_rows, block_n), lambda i, j: (i, j)),
@@ -263,13 +292,51 @@ def _row_op(block_fn, x, params, numerics):
                         x, *params)
 
 
+# Elements a Pallas row-op program holds at once: a block of block_rows rows
+# is walked `pallas_row_step` rows at a time so that [step, d] in f32 stays
+# within 64 registers per thread at 4 warps on a GPU (a [64, 1024] softmax
+# block at once spilled 19 KiB per thread, sm_90 ptxas). Each row's math is
+# its own, so the step only fixes the shape of the work, like the block does.
+_PALLAS_ROW_ELEMS = 8192
+
+
+def pallas_row_step(rows: int, d: int) -> int:
+  """Rows per step of a Pallas row-op program over [rows, d] (divides rows)."""
+  step = rows
+  while step % 2 == 0 and step * d > _PALLAS_ROW_ELEMS:
+    step //= 2
+  return step
+
+
+def _fn_name(fn):
+  return getattr(getattr(fn, "func", fn), "__name__", "")
+
+
+# Kernel names of the Pallas row ops (what a GPU profile and the lowering
+# tests see; pallas_kernels/gpu_lowering.py).
+_ROW_KERNEL_NAMES = {"_rms_norm_eps_block": "rms_norm", "_softmax_block": "softmax",
+                     "_log_softmax_block": "log_softmax"}
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
 def _row_op_pallas(block_fn, block_rows, interpret, x, *params):
   def kernel(x_ref, *refs):
     *param_refs, o_ref = refs
-    o_ref[...] = block_fn(x_ref[...], *(r[...] for r in param_refs))
+    rows, d = x_ref.shape
+    step = pallas_row_step(rows, d)
+    if step == rows:
+      o_ref[...] = block_fn(x_ref[...], *(r[...] for r in param_refs))
+      return
+
+    def one_step(i, carry):
+      sl = pl.ds(pl.multiple_of(i * step, step), step)
+      o_ref[sl, :] = block_fn(x_ref[sl, :], *(r[...] for r in param_refs))
+      return carry
+
+    jax.lax.fori_loop(0, rows // step, one_step, 0)
   params2d = [p.reshape(1, -1) for p in params]
-  return _pallas_row_op(kernel, x, params2d, block_rows, interpret)
+  return _pallas_row_op(kernel, x, params2d, block_rows, interpret,
+                        name=_ROW_KERNEL_NAMES.get(_fn_name(block_fn)))
 
 
 def _row_op_pallas_fwd(block_fn, block_rows, interpret, x, *params):

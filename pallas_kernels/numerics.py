@@ -29,6 +29,17 @@ MODES = ("default", "invariant")
 IMPLS = ("xla", "xla_blocked", "pallas")
 
 
+def lowering_for_accelerator() -> bool:
+  """True inside `jax.sharding.use_abstract_mesh` with an abstract GPU or TPU.
+
+  That is how a CPU machine lowers for a device it does not have
+  (pallas_kernels/gpu_lowering.py): the kernels are compiled there, not
+  interpreted, so the CPU check below does not apply.
+  """
+  device = jax.sharding.get_abstract_mesh().abstract_device
+  return device is not None and device.platform not in ("cpu", "interpreter")
+
+
 def check_pallas_backend(interpret: bool, what: str) -> None:
   """Raises unless a Pallas kernel can run here: compiled, or interpreted.
 
@@ -40,6 +51,8 @@ def check_pallas_backend(interpret: bool, what: str) -> None:
   if not isinstance(interpret, bool):
     raise ValueError(f"model.kernels.interpret: must be True or False, got "
                      f"{interpret!r}")
+  if not interpret and lowering_for_accelerator():
+    return  # traced for an abstract GPU/TPU (pallas_kernels/gpu_lowering.py)
   if not interpret and jax.default_backend() == "cpu":
     raise ValueError(f"model.kernels.interpret: {what} is a Pallas kernel and the "
                      "backend is CPU, which cannot compile it; set "

@@ -59,10 +59,19 @@ class _Config(NamedTuple):
   interpret: bool
 
 
-def kv_tile(split_size: int) -> int:
-  """KV tile of the Pallas kernel: the largest of 128..8 dividing the split."""
+# Bytes of one K (or V) tile of the Pallas kernel at most. On an H200 Triton
+# keeps num_stages (3) K and V tiles in shared memory to pipeline the KV loop:
+# tml_small's 128-slot x 128-dim bf16 tiles needed 240 KiB, over the 227 KiB a
+# block may have (sm_90 compile of the kernel); 64-slot tiles need 112 KiB.
+KV_TILE_BYTES = 16 * 1024
+
+
+def kv_tile(split_size: int, row_bytes: int = 0) -> int:
+  """KV tile of the Pallas kernel: the largest of 128..8 dividing the split
+  whose K tile (tile x row_bytes, row_bytes = head_dim x itemsize) fits in
+  KV_TILE_BYTES (8 at least)."""
   for tile in (128, 64, 32, 16, 8):
-    if split_size % tile == 0:
+    if split_size % tile == 0 and (tile * row_bytes <= KV_TILE_BYTES or tile == 8):
       return tile
   raise ValueError(f"split_size: {split_size} is not a multiple of the KV block "
                    "size 8")
@@ -340,7 +349,8 @@ def _forward_pallas(q, k, v, q_offset, kv_len, cfg: _Config):
   nqb, rows = qb.shape[2], qb.shape[3]
   limits = _row_limits(q_offset, kv_len, nqb, bq, hq // hkv)
   sqz = pl.squeezed
-  kernel = functools.partial(_partials_kernel, split=split, tile=kv_tile(split),
+  tile = kv_tile(split, d * jnp.dtype(k.dtype).itemsize)
+  kernel = functools.partial(_partials_kernel, split=split, tile=tile,
                              scale=1.0 / float(d) ** 0.5)
   part_shape = (b, hkv, nqb, nsplit, rows)
   o_part, m_part, l_part = pl.pallas_call(

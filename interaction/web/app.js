@@ -18,7 +18,7 @@ const TIMEOUTS = {
   mic: 6000,           // no audio from the microphone while live
 };
 const PREROLL_S = 0.1;         // playback: silence before the first chunk
-const MAX_QUEUED_S = 1.0;      // playback: most audio held before dropping the oldest
+const MAX_EXCESS_S = 0.4;      // playback: most audio held over its target before dropping
 const TIMELINE_COLUMNS = 100;  // 20 s of 200 ms micro-turns
 const ALIGN_MIN_MS = 60;       // first chunk: arrive at least this long before its tick
 
@@ -36,7 +36,8 @@ const app = window.app = {
 
 function freshStats() {
   return { sent: 0, outputs: 0, filled: 0, late: 0, realigned: 0, errors: 0,
-           sentSeqs: [], outputSeqs: [], rtt: [], compute: [], lastError: null,
+           sentSeqs: [], outputSeqs: [], arrivals: [], rtt: [], compute: [],
+           lastError: null,
            playback: { gaps: 0, played: 0, dropped: 0, energy: 0, chunks: 0 },
            modelText: "", heardText: "", frames: 0, micRate: null, startedAt: null };
 }
@@ -155,7 +156,7 @@ function fillOptions(info) {
       `${info.video.height}, one per ${info.chunk_ms} ms micro-turn`;
   }
   $("server").textContent = `${location.origin} · ${info.clock} clock · ` +
-    `${info.chunk_ms} ms chunks · ${info.live}/${info.max_sessions} sessions`;
+    `${info.chunk_ms} ms chunks · at most ${info.max_sessions} sessions`;
 }
 
 function sessionOptions() {
@@ -378,7 +379,7 @@ async function setupAudio(run) {
   run.playback = new AudioWorkletNode(ctx, "playback", {
     numberOfInputs: 0, numberOfOutputs: 1, outputChannelCount: [1],
     processorOptions: { inRate: app.info.sample_rate, prerollSeconds: PREROLL_S,
-                        maxQueuedSeconds: MAX_QUEUED_S,
+                        maxExcessSeconds: MAX_EXCESS_S,
                         chunkSeconds: app.info.chunk_ms / 1000 } });
   run.playback.port.onmessage = (e) => {
     if (e.data.type === "stats" && app.run === run) {
@@ -555,6 +556,7 @@ function onOutput(run, msg) {
   const s = app.stats;
   s.outputs++;
   s.outputSeqs.push(msg.seq);
+  s.arrivals.push(Math.round(now - s.startedAt));
   if (msg.filled) s.filled++;
   if (msg.timing && msg.timing.next_tick_in_ms != null)
     run.tickAt = now + msg.timing.next_tick_in_ms;

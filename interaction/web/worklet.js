@@ -5,9 +5,12 @@
 //             exactly `chunkSamples` samples per chunk (200 ms), with its RMS.
 // "playback": the model's audio chunks (16 kHz) -> the AudioContext's rate, played
 //             back to back from a queue. A short pre-roll of silence absorbs network
-//             and tick jitter; running dry is counted as a gap and re-primes. The
+//             and tick jitter; running dry is counted as a gap and re-primes with a
+//             longer pre-roll (50 ms more per gap, up to 400 ms). The
 //             sound card's clock is not the server's: the playback rate follows the
-//             queue's average level (at most 1% off) so it neither drains nor grows.
+//             queue's average level (at most 1% off) so it neither drains nor grows,
+//             and a burst (a server catching up) that queues more than
+//             `maxExcessSeconds` over the target is cut back: latency beats backlog.
 
 class Resampler {
   // Streaming band-limited resampling: output sample k sits at input position
@@ -120,7 +123,9 @@ class PlaybackProcessor extends AudioWorkletProcessor {
     this.inRate = o.inRate;
     this.step = this.inRate / sampleRate;          // input samples per output sample
     this.preroll = Math.round(o.prerollSeconds * this.inRate);
-    this.maxQueued = Math.round(o.maxQueuedSeconds * this.inRate);
+    this.maxExcess = o.maxExcessSeconds;
+    this.chunkSeconds = o.chunkSeconds;
+    this.maxPreroll = Math.round(0.4 * this.inRate);
     this.target = o.prerollSeconds + o.chunkSeconds / 2;   // mean queue level, s
     this.avgQueued = this.target;
     this.correction = 0;
@@ -140,13 +145,9 @@ class PlaybackProcessor extends AudioWorkletProcessor {
           this.enqueue(new Float32Array(this.preroll));   // pre-roll of silence
         this.enqueue(m.audio);
         this.stats.chunks++;
-        // Never fall further behind than maxQueued: drop the oldest audio.
-        while (this.queued > this.maxQueued && this.queue.length > 1) {
-          const old = this.queue.shift();
-          this.queued -= old.length - this.head;
-          this.stats.dropped += old.length - this.head;
-          this.head = 0;
-        }
+        // Never fall far behind: drop the oldest audio back to just over the target.
+        if (this.queued > (this.target + this.maxExcess) * this.inRate)
+          this.skip(this.queued - Math.round((this.target + this.chunkSeconds / 2) * this.inRate));
       } else if (m.type === "stop") {
         this.stopped = true;
       }
@@ -154,6 +155,17 @@ class PlaybackProcessor extends AudioWorkletProcessor {
   }
 
   enqueue(a) { this.queue.push(a); this.queued += a.length; }
+
+  skip(n) {
+    this.stats.dropped += n;
+    this.queued -= n;
+    while (n > 0 && this.queue.length) {
+      const avail = this.queue[0].length - this.head;
+      if (avail <= n) { this.queue.shift(); this.head = 0; n -= avail; }
+      else { this.head += n; n = 0; }
+    }
+    this.avgQueued = this.queued / this.inRate;
+  }
 
   next() {                 // the next input sample, or undefined when the queue is dry
     while (this.queue.length && this.head >= this.queue[0].length) {
@@ -186,9 +198,11 @@ class PlaybackProcessor extends AudioWorkletProcessor {
       this.frac += step;
       while (this.frac >= 1) {
         const x = this.next();
-        if (x === undefined) {        // ran dry: a gap; re-prime with the pre-roll
+        if (x === undefined) {        // ran dry: a gap; re-prime with a longer pre-roll
           this.playing = false;
           this.stats.gaps++;
+          this.preroll = Math.min(this.maxPreroll, this.preroll + Math.round(0.05 * this.inRate));
+          this.target = this.preroll / this.inRate + this.chunkSeconds / 2;
           break;
         }
         this.a0 = this.a1; this.a1 = x; this.frac -= 1;
@@ -200,6 +214,7 @@ class PlaybackProcessor extends AudioWorkletProcessor {
       this.port.postMessage({ type: "stats", ...this.stats, sampleRate,
                               queuedSeconds: this.queued / this.inRate,
                               rateCorrection: this.correction,
+                              prerollSeconds: this.preroll / this.inRate,
                               playing: this.playing });
     }
     return true;

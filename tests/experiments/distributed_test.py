@@ -186,3 +186,22 @@ def test_two_processes_train_save_restore_and_continue_like_one(tmp_path):
   assert sorted(got) == sorted(ref["losses"]) == ["1", "2", "3", "4"]
   for step, loss in ref["losses"].items():
     assert got[step] == pytest.approx(loss, rel=1e-5, abs=1e-6), (step, got, ref)
+
+
+def test_entry_point_reports_a_bad_cluster_as_one_error_line(run_module, tmp_path):
+  """experiments.main with explicit flags: an unreachable coordinator is one
+  `error:` line and exit status 2 within the timeout, before any work."""
+  port = _closed_port()
+  t0 = time.monotonic()
+  r = run_module("experiments.main", "--config=experiments/configs/tiny.py",
+                 f"--workdir={tmp_path / 'w'}", f"--coordinator_address=127.0.0.1:{port - 1}",
+                 "--num_processes=2", "--process_id=1", "--distributed_timeout_s=2",
+                 timeout=60)
+  assert time.monotonic() - t0 < 45
+  assert r.returncode == 2, r.stderr[-2000:]
+  assert f"error: coordinator 127.0.0.1:{port - 1} is unreachable" in r.stderr, r.stderr
+  assert not (tmp_path / "w").exists()
+  r = run_module("experiments.main", "--config=experiments/configs/tiny.py",
+                 f"--workdir={tmp_path / 'w'}", "--num_processes=2", "--process_id=3",
+                 timeout=60)
+  assert r.returncode == 2 and "coordinator_address missing" in r.stderr, r.stderr
