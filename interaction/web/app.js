@@ -15,6 +15,7 @@ const TIMEOUTS = {
   open: 90000,         // "opened" (a new option combination compiles a pool first)
   close: 3000,         // "closed" after Stop
   silence: 8000,       // no message from the server while live
+  warmup: 30000,       // the same over a session's first 10 turns (a server may compile)
   mic: 6000,           // no audio from the microphone while live
 };
 const PREROLL_S = 0.1;         // playback: silence before the first chunk
@@ -544,8 +545,23 @@ function onError(run, msg) {
                 "after being idle, or the server restarted.", "Start a new session",
                 "session gone", "warn");
   }
-  if (msg.code === "ahead") {
-    systemLine("the server holds too many of our chunks; is it keeping up? " + msg.error);
+  if (msg.code === "ahead" || msg.code === "out_of_order") {
+    // The server did not take this chunk (it holds too many already: it is slower
+    // than real time), so it still expects that seq: resend from there. The
+    // refused audio is lost; say so once.
+    const m = /expected seq (\d+)/.exec(msg.error || "");
+    const expected = m ? parseInt(m[1], 10) : msg.seq;
+    if (Number.isInteger(expected) && expected < run.seq) run.seq = expected;
+    app.stats.dropped = (app.stats.dropped || 0) + 1;
+    if (!run.warnedBehind) {
+      run.warnedBehind = true;
+      const ms = app.stats.compute.length ? app.stats.compute[app.stats.compute.length - 1] : null;
+      showNotice("warn", `The server is falling behind real time` +
+                 (ms ? ` (its last step took ${ms.toFixed(0)} ms for a ` +
+                       `${app.info.chunk_ms} ms turn)` : "") +
+                 `: it refuses chunks it has no room for, so some of your audio is ` +
+                 `lost. A lighter model, fewer sessions or a faster machine helps.`);
+    }
     return;
   }
   systemLine(`server error ${msg.code}: ${msg.error}`);
@@ -614,7 +630,11 @@ function onSocketClosed(run, e) {
 function watchdog(run) {
   if (!run.current || !run.live) return;
   const now = performance.now();
-  if (now - run.lastMsgAt > TIMEOUTS.silence) {
+  const silent = now - run.lastMsgAt;
+  const limit = app.stats.outputs < 10 ? TIMEOUTS.warmup : TIMEOUTS.silence;
+  if (silent > 1500) setPhase("live", `waiting for the server: ${(silent / 1000).toFixed(0)} s`);
+  else if (app.phase === "live" && $("status").textContent !== "live") setPhase("live", "live");
+  if (silent > limit) {
     fail(run, `No reply from the server for ${Math.round((now - run.lastMsgAt) / 1000)} s ` +
          `(it may be overloaded or stuck). The session was abandoned.`, "Reconnect",
          "server silent");

@@ -372,7 +372,7 @@ def test_an_insecure_page_says_how_to_get_a_secure_one(browser):
 def test_a_server_that_goes_away_is_reported_and_reconnect_works(server, browser):
   srv = server()
   open_page(browser, srv)
-  start_and_wait_live(browser)
+  start_and_wait_live(browser, outputs=10)      # past the first turns' longer allowance
   # A server that stops answering (here: stopped with SIGSTOP): the page's
   # watchdog gives up on it after 8 s of silence, says so, and releases everything.
   os.kill(srv.proc.pid, signal.SIGSTOP)
