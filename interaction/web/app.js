@@ -157,7 +157,8 @@ function fillOptions(info) {
       `${info.video.height}, one per ${info.chunk_ms} ms micro-turn`;
   }
   $("server").textContent = `${location.origin} · ${info.clock} clock · ` +
-    `${info.chunk_ms} ms chunks · at most ${info.max_sessions} sessions`;
+    `${info.chunk_ms} ms chunks · ${info.max_sessions} ` +
+    `session${info.max_sessions === 1 ? "" : "s"} at most`;
 }
 
 function sessionOptions() {
@@ -385,7 +386,7 @@ async function setupAudio(run) {
   run.playback.port.onmessage = (e) => {
     if (e.data.type === "stats" && app.run === run) {
       app.stats.playback = e.data;
-      $("st-gaps").textContent = String(Math.max(0, e.data.gaps - (run.gapsAtEnd || 0)));
+      $("st-gaps").textContent = String(e.data.gaps);
     }
   };
   run.playback.connect(ctx.destination);
@@ -592,6 +593,12 @@ function onOutput(run, msg) {
   }
   const events = msg.events || [];
   const bg = events.filter((e) => e.stream === "background" || e.stream === "job");
+  // What the model heard this turn comes before what it said.
+  const heard = msg.heard && msg.heard.user_text;
+  if (heard) {
+    s.heardText += heard;
+    appendTo("heard", "you (text)", heard);
+  }
   if (msg.text) {
     s.modelText += msg.text;
     appendTo("model", "model", msg.text);
@@ -600,11 +607,6 @@ function onOutput(run, msg) {
     if (e.stream === "control") appendTo("model", "model", e.text, "ctl");
     else if (e.stream === "background") appendTo("background", "background", e.text);
     else if (e.stream === "job") addLine("job", "job", `${e.job}: ${e.text}`);
-  }
-  const heard = msg.heard && msg.heard.user_text;
-  if (heard) {
-    s.heardText += heard;
-    appendTo("heard", "you (text)", heard);
   }
   const user = run.micRms.has(msg.seq) ? run.micRms.get(msg.seq) : 0;
   run.micRms.delete(msg.seq);
