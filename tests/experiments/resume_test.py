@@ -70,18 +70,8 @@ def _run(workdir, *extra, cache=True, timeout=240):
 
 
 def _metrics(workdir):
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
-    return []
-  rows = []
-  with open(path) as f:
-    for line in f:
-      try:
-        rows.append(json.loads(line))
-      except json.JSONDecodeError:  # a line being written
-        pass
-  return rows
-
+  from experiments.plots import read_metrics  # the trainer's own reader (torn lines skipped)
+  return read_metrics(workdir)
 
 def _logged(workdir):
   """metrics.jsonl without the wall-clock column."""
