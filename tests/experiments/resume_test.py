@@ -6,7 +6,6 @@ loaded with trainer.load_trained) to a run never interrupted; the same command
 twice logs the same metrics; and a companion shows the comparison does fail
 when the resumed run continues differently."""
 
-import json
 import os
 import random
 import shutil
