@@ -32,6 +32,12 @@ const app = window.app = {
   notice: null,                // {kind, text, action}
   lastClosed: null,            // the last "closed" reply (server-side stats)
   history: [],                 // per finished run: {sent, outputs, closed, reason}
+  // Sessions a run gave up on while the server could not answer (stuck, or the
+  // connection dropped): the server keeps a session until it is closed or idle
+  // long enough to be reaped, so on a small server the next run would be
+  // refused as "full" by our own dead session. The next connection closes
+  // these first, in order, before it opens its own.
+  abandoned: [],               // [{session, token}]
   stats: null,
 };
 
@@ -273,6 +279,7 @@ class Run {
     this.seq = 0; this.sentAt = new Map(); this.micRms = new Map();
     this.pending = new Map(); this.refs = 0;
     this.live = false; this.ended = false; this.stopping = false;
+    this.goneOnServer = false;   // the server closed or forgot this run's session
     this.tickAt = null; this.holding = null; this.lastMsgAt = 0; this.lastChunkAt = 0;
     this.pendingText = ""; this.timers = [];
   }
@@ -333,6 +340,8 @@ async function start() {
   if (!run.current) { run.ws.close(); return; }
   run.ws.onmessage = (e) => onMessage(run, e.data);
   run.ws.onclose = (e) => onSocketClosed(run, e);
+  await closeAbandoned(run);
+  if (!run.current) return;
   setPhase("connecting", "opening a session");
   const slow = setTimeout(() => { if (run.current && !run.session)
     setPhase("connecting", "opening a session (the server compiles these options)"); }, 3000);
@@ -433,6 +442,20 @@ function request(run, msg, timeoutMs) {
   });
 }
 
+async function closeAbandoned(run) {
+  // A session already reaped answers "forbidden": it is gone either way.
+  while (app.abandoned.length && run.current) {
+    const { session, token } = app.abandoned[0];
+    setPhase("connecting", `closing the earlier session ${session}`);
+    try {
+      await request(run, { type: "close", session, token }, TIMEOUTS.close);
+    } catch (e) {
+      if (!e.reply && run.current) return;   // no answer: keep it for the next run
+    }
+    app.abandoned.shift();
+  }
+}
+
 function rejectPending(run, err) {
   for (const [, p] of run.pending) { clearTimeout(p.timer); p.reject(err); }
   run.pending.clear();
@@ -520,6 +543,7 @@ function onMessage(run, raw) {
   if (msg.type === "output") return onOutput(run, msg);
   if (msg.type === "closed") {
     app.lastClosed = msg;
+    run.goneOnServer = true;
     if (run.stopping) return;
     return fail(run, `The server closed the session: ${msg.reason}.`,
                 "Start a new session", "closed by the server", "warn");
@@ -542,6 +566,7 @@ function onError(run, msg) {
     return;
   }
   if (msg.code === "forbidden") {
+    run.goneOnServer = true;
     return fail(run, "The server no longer has this session: it was closed, reaped " +
                 "after being idle, or the server restarted.", "Start a new session",
                 "session gone", "warn");
@@ -673,6 +698,15 @@ function teardown(run, reason) {
   if (run.playback) run.playback.port.postMessage({ type: "stop" });
   cleanupMedia(run);
   if (run.ctx) run.ctx.close().catch(() => {});
+  if (run.session && !run.goneOnServer) {
+    app.abandoned.push({ session: run.session, token: run.token });
+    // Said now too: a server that is only slow frees the session when it reads this.
+    if (run.ws && run.ws.readyState === WebSocket.OPEN) {
+      try {
+        run.ws.send(JSON.stringify({ type: "close", session: run.session, token: run.token }));
+      } catch (e) { /* closing anyway */ }
+    }
+  }
   if (run.ws && run.ws.readyState <= WebSocket.OPEN) {
     run.ws.onclose = null;
     run.ws.close(1000, "page: " + reason);
@@ -694,6 +728,7 @@ async function stop() {
       const closed = await request(run, { type: "close", session: run.session,
                                           token: run.token }, TIMEOUTS.close);
       app.lastClosed = closed;
+      run.goneOnServer = true;
       const st = closed.stats || {};
       teardown(run, "stopped");
       setPhase("idle", "stopped");

@@ -337,6 +337,8 @@ def test_a_denied_microphone_is_reported_with_what_to_do(server, browser):
   # Allowed again: Try again goes live.
   click(browser, "notice-action")
   wait_for(browser, "app.phase === 'live' && app.stats.outputs >= 2", 30, "live again")
+  # The abandoned session was closed on the new connection before the open.
+  assert js(browser, "app.abandoned.length") == 0
   click(browser, "stop")
   wait_for(browser, "app.phase === 'idle'", 10, "stopped")
 
@@ -389,6 +391,8 @@ def test_a_server_that_goes_away_is_reported_and_reconnect_works(server, browser
   # Back: Reconnect opens a new session.
   click(browser, "notice-action")
   wait_for(browser, "app.phase === 'live' && app.stats.outputs >= 2", 30, "live again")
+  # The abandoned session was closed on the new connection before the open.
+  assert js(browser, "app.abandoned.length") == 0
   # Killed mid-session: the connection drops, the page says so at once.
   srv.stop(signal.SIGKILL)
   t0 = time.monotonic()

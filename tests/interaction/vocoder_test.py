@@ -208,9 +208,16 @@ def test_session_speaks_through_the_learned_vocoder(tiny_config, tiny_params, vo
   audio = np.concatenate([o.audio[0] for o in outs])
   assert audio.shape == (3 * spec.samples_per_turn,)
   assert np.isfinite(audio).all() and np.abs(audio).max() <= 1.0
-  # The same mel through the vocoder's own stream gives the same audio.
+  # The same mel through the vocoder's own stream, then the session's output
+  # limiter at the same settings, gives the same audio.
+  from interaction.audio_stream import OutputLimiter
   mel = np.concatenate([o.mel[0] for o in outs])
-  np.testing.assert_allclose(audio, _stream(vocoder, mel), atol=1e-5)
+  limiter = OutputLimiter(spec.sample_rate, sessions.limiters[0].ceiling,
+                          1.0 / (sessions.limiters[0].step * spec.sample_rate))
+  raw = _stream(vocoder, mel)
+  n = spec.samples_per_turn
+  expected = np.concatenate([limiter(raw[i * n:(i + 1) * n]) for i in range(3)])
+  np.testing.assert_allclose(audio, expected, atol=1e-5)
   # A vocoder of another mel space is refused when the session is built.
   from experiments.configs import common
   layout = common.layout_config()
