@@ -343,6 +343,11 @@ def _start_state(config, workdir: str, ckpt, meta, data_iter):
       f"start: from scratch (train.seed={config.train.seed}) in {workdir}")
 
 
+def _log_stopped(signame: str, step: int, workdir: str):
+  logging.warning("%s received: checkpointed step %d in %s and stopped; rerun "
+                  "the same command to resume", signame, step, workdir)
+
+
 def _plot(workdir: str):
   from experiments import plots
   try:
@@ -401,6 +406,19 @@ def train(config, workdir: str, *, data_iter=None, stop_at_step: int | None = No
     bar = tqdm(total=last, initial=step, desc=f"train {config.name}{limit}",
                unit="step")
   stop = _StopSignal()
+
+  def save(at, final):
+    nonlocal plotted_at
+    if final:
+      # orbax skips a save while an earlier async one is still writing (its
+      # is-saving-in-progress check): under load a SIGTERM's or the last
+      # step's save was dropped. Wait for it, then force this one.
+      ckpt.wait()
+    ckpt.save(at, state, data_iter.get_state(), meta, force=final)
+    if plot:
+      _plot(workdir)
+      plotted_at = at
+
   try:
     while step < last and stop.received is None:
       batch = _to_device_batch(next(data_iter))
@@ -440,25 +458,20 @@ def train(config, workdir: str, *, data_iter=None, stop_at_step: int | None = No
                           flow=f"{means['flow_loss']:.3f}")
         pending = []
       if step % tc.ckpt_every == 0 or step == last or stopping:
-        final = step == last or stopping
-        if final:
-          # orbax skips a save while an earlier async one is still writing
-          # (its is-saving-in-progress check): under load a SIGTERM's or the
-          # last step's save was dropped. Wait for it, then force this one.
-          ckpt.wait()
-        ckpt.save(step, state, data_iter.get_state(), meta, force=final)
-        if plot:
-          _plot(workdir)
-          plotted_at = step
+        save(step, final=step == last or stopping)
       if stopping:
         if stopped_by == "max_minutes":
           logging.info("train.max_minutes=%s reached at step %d", tc.max_minutes, step)
         else:
-          logging.warning("%s received: checkpointed step %d in %s and stopped; rerun "
-                          "the same command to resume", stopped_by, step, workdir)
+          _log_stopped(stopped_by, step, workdir)
         break
     if stopped_by is None and stop.received is not None and step < last:
-      stopped_by = stop.received  # arrived before the first step: nothing to save
+      # The signal came after this step's check (while its metrics were
+      # written, say), or before the first step (nothing new to save).
+      stopped_by = stop.received
+      if step > start_step and ckpt.latest_step() != step:
+        save(step, final=True)
+        _log_stopped(stopped_by, step, workdir)
   finally:
     try:
       if bar is not None:

@@ -5,7 +5,9 @@ nothing on user slots (interaction/layout.py). Padding turns (turn_mask False)
 carry no loss. Most model_text targets are <pad> (the model is silent);
 train.pad_weight lowers their weight so onsets and spoken bytes count.
 train.audio_input_noise corrupts the model's own audio input stream the way
-a live session's fed-back flow samples are imperfect.
+a live session's fed-back flow samples are imperfect; train.self_feed goes
+further and feeds some examples the flow head's own samples (scheduled
+sampling), which is what a live session feeds back.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import jax.numpy as jnp
 from interaction import layout as lo
 from interaction.config import FlowConfig
 from interaction import mel as mel_lib
-from interaction.flow_head import flow_matching_loss, mel_to_unit
+from interaction.flow_head import euler_sample, flow_matching_loss, mel_to_unit, unit_to_mel
 from interaction.tokenizer import TOKENIZER
 from moe.config import MoEConfig
 from pallas_kernels import numerics as nm
@@ -30,6 +32,32 @@ def noisy_model_audio(model_mel, spec, rng, max_std: float):
   std = jax.random.uniform(k_std, (b,) + (1,) * (model_mel.ndim - 1)) * max_std
   noisy = model_mel + std * jax.random.normal(k_noise, model_mel.shape)
   return mel_lib.dmel_quantize(jnp.clip(noisy, spec.dmel_min, spec.dmel_max), spec, xp=jnp)
+
+
+def self_fed_model_audio(model, batch, rng, prob: float, temperature: float = 1.0):
+  """model_audio input bins where a fraction `prob` of the examples (drawn
+  per example) hear the flow head's own samples instead of their truth.
+
+  The samples come from a teacher-forced pass of the same parameters (no
+  gradient through it), one per model_audio slot from that slot's condition,
+  and are quantized as a live session quantizes what it feeds back
+  (interaction/streaming.py, step 3): so the text and audio streams learn to
+  go on from audio as the model makes it, not only from clean speech. Turns
+  past an episode's end (turn_mask False) keep their inputs.
+  """
+  spec = model.spec
+  k_noise, k_pick = jax.random.split(rng)
+  cond = jax.lax.stop_gradient(model.forward(batch)["audio_cond"])     # [B, T, n, d]
+  b, t, n, d = cond.shape
+  width = spec.frames_per_position * spec.n_mels
+  noise = jax.random.normal(k_noise, (b * t * n, width), cond.dtype) * temperature
+  x1 = euler_sample(model.flow, cond.reshape(-1, d), noise, model.flow_steps)
+  mel = unit_to_mel(x1.astype(jnp.float32), spec.dmel_min, spec.dmel_max)
+  mel = lo.unstack_audio_frames(spec, mel.reshape(b, t, n, width))     # [B, T, F, mels]
+  bins = jax.lax.stop_gradient(mel_lib.dmel_quantize(mel, spec, xp=jnp)).astype(
+      batch["model_audio"].dtype)
+  pick = (jax.random.uniform(k_pick, (b, 1)) < prob) & (batch["turn_mask"] > 0)
+  return jnp.where(pick[:, :, None, None], bins, batch["model_audio"])
 
 
 def compute_loss(model, batch, rng, config):
@@ -48,10 +76,18 @@ def compute_loss(model, batch, rng, config):
   pad_weight = float(tc.get("pad_weight", 1.0))
   if pad_weight < 0:
     raise ValueError(f"train.pad_weight: {pad_weight} must be >= 0")
+  self_feed = float(tc.get("self_feed", 0.0))
+  if not 0.0 <= self_feed <= 1.0:
+    raise ValueError(f"train.self_feed: {self_feed} must be in [0, 1]")
   if noise_std > 0:  # without noise the flow's draws stay those of older runs
     rng, noise_rng = jax.random.split(rng)
     batch = dict(batch, model_audio=noisy_model_audio(batch["model_mel"], spec,
                                                        noise_rng, noise_std))
+  if self_feed > 0:  # likewise: 0 leaves the draws (and the cost) as they were
+    rng, feed_rng = jax.random.split(rng)
+    temp = float(config.get("session", {}).get("flow_temperature", 1.0))
+    batch = dict(batch, model_audio=self_fed_model_audio(model, batch, feed_rng,
+                                                         self_feed, temp))
   out = model.forward(batch)
   turn_mask = batch["turn_mask"].astype(jnp.float32)           # [B, T]
 

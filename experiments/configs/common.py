@@ -148,6 +148,11 @@ def train_config() -> ml_collections.ConfigDict:
   # U[0, audio_input_noise]: training sees fed-back audio as imperfect as the
   # flow head's samples are in a live session. 0 = the clean ground truth.
   c.audio_input_noise = 0.0
+  # Fraction of examples (drawn per example and step) whose model_audio input
+  # is the flow head's own samples from a teacher-forced pass of the current
+  # parameters, quantized as a live session feeds them back: scheduled
+  # sampling of the audio stream. Costs one more forward (no gradient) when > 0.
+  c.self_feed = 0.0
   c.log_every = 10
   c.ckpt_every = 50
   c.keep_checkpoints = 2

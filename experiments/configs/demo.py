@@ -69,6 +69,9 @@ def get_config():
   c.train.warmup_steps = 50
   c.train.pad_weight = 0.5
   c.train.audio_input_noise = 2.0
+  # Half the examples hear the flow head's own samples as their model audio
+  # (scheduled sampling): r2 free-ran each stream well alone but not both.
+  c.train.self_feed = 0.5
   c.train.log_every = 10
   c.train.ckpt_every = 50
   # 27 minutes of training + ~16 of evaluation + ~1 of data keep the README's

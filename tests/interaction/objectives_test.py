@@ -153,3 +153,65 @@ def test_audio_input_noise_corrupts_only_the_model_audio_input():
   config.train.audio_input_noise = -1.0
   with pytest.raises(ValueError, match="audio_input_noise"):
     compute_loss(rec, batch, jax.random.key(0), config)
+
+
+def test_self_feed_gives_the_model_its_own_flow_samples_on_valid_turns():
+  """With a flow head whose velocity is a constant c and noise at temperature
+  0, the Euler sample is c: a self-fed example's model_audio input is then
+  dmel_quantize(unit_to_mel(c)) on every valid turn, by hand; masked turns
+  and examples left to the truth keep their bins."""
+  from interaction import mel as mel_lib
+  from interaction.flow_head import unit_to_mel
+  seen = []
+
+  class _Fed(_StandIn):
+    flow_steps = 3
+
+    def __init__(self, *a):
+      super().__init__(*a)
+      self.flow = lambda x_t, t, h: jnp.full_like(x_t, 0.25)
+
+    def forward(self, batch):
+      seen.append(batch["model_audio"])
+      return super().forward(batch)
+
+  config, spec, model, batch = _setup([True, True, False])
+  fed = _Fed(spec, *model._out.values())
+  truth = np.full(np.asarray(batch["model_mel"]).shape, 3, np.int32)
+  batch = dict(batch, model_audio=jnp.asarray(truth))
+  config.session.flow_temperature = 0.0
+  expect = int(mel_lib.dmel_quantize(np.asarray(unit_to_mel(jnp.float32(0.25), spec.dmel_min,
+                                                            spec.dmel_max)), spec))
+  assert expect != 3
+  config.train.self_feed = 1.0
+  compute_loss(fed, batch, jax.random.key(0), config)
+  assert len(seen) == 2                      # the sampling pass, then the trained pass
+  np.testing.assert_array_equal(seen[0], truth)
+  got = np.asarray(seen[1])
+  assert (got[0, :2] == expect).all()        # valid turns: the model's own samples
+  np.testing.assert_array_equal(got[0, 2], truth[0, 2])   # masked turn: untouched
+  # self_feed 0: one pass, the truth (and the draws of older runs).
+  seen.clear()
+  config.train.self_feed = 0.0
+  compute_loss(fed, batch, jax.random.key(0), config)
+  assert len(seen) == 1
+  np.testing.assert_array_equal(seen[0], truth)
+  config.train.self_feed = 1.5
+  with pytest.raises(ValueError, match="train.self_feed"):
+    compute_loss(fed, batch, jax.random.key(0), config)
+
+
+def test_self_feed_is_drawn_per_example():
+  from interaction.objectives import self_fed_model_audio
+  config, spec, model, batch = _setup([True, True, True])
+  b = 64
+  model.flow_steps = 1
+  model.flow = lambda x_t, t, h: jnp.full_like(x_t, 0.25)
+  cond = jnp.ones((b,) + model._out["audio_cond"].shape[1:], jnp.float32)
+  model._out = dict(model._out, audio_cond=cond)
+  truth = jnp.full((b,) + batch["model_mel"].shape[1:], 3, jnp.int32)
+  batch = {"model_audio": truth, "turn_mask": jnp.ones((b, 3), bool)}
+  got = np.asarray(self_fed_model_audio(model, batch, jax.random.key(1), 0.5, 0.0))
+  changed = (got != 3).any(axis=(1, 2, 3))
+  assert ((got != 3).all(axis=(1, 2, 3)) == changed).all()   # whole examples, not slots
+  assert 16 < changed.sum() < 48
