@@ -15,15 +15,13 @@ tiny, global batch 8, 4 steps:
   loopback), each reading its own half of every batch, give the same losses.
 """
 
-import os
 import shutil
-import subprocess
 import sys
 
 import pytest
 
 from experiments import plots, trainer
-from tests.experiments.conftest import REPO
+from tests.workers import run_worker
 
 STEPS = 4
 OVERRIDES = ("--config.data.batch_size=8", f"--config.train.steps={STEPS}",
@@ -36,16 +34,8 @@ def _command(workdir, mesh):
           f"--workdir={workdir}", f"--config.mesh.shape={mesh}", *OVERRIDES]
 
 
-def _env(devices=8):
-  return dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu",
-              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-
-
 def _main(workdir, mesh):
-  r = subprocess.run(_command(workdir, mesh), cwd=REPO, env=_env(), capture_output=True,
-                     text=True, timeout=300)
-  assert r.returncode == 0, r.stderr[-3000:]
-  return r
+  return run_worker(*_command(workdir, mesh)[2:], devices=8)
 
 
 def _by_step(workdir):

@@ -10,25 +10,17 @@ experts rolled onto the wrong devices differs, so the comparison can fail.
 """
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from interaction import sharding as sh
 from moe import expert_parallel as ep
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.workers import run_worker
 
 
 @pytest.fixture(scope="module")
 def cases():
-  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=8")
-  out = subprocess.run([sys.executable, "-m", "tests.moe.expert_parallel_worker"],
-                       cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-  assert out.returncode == 0, out.stderr[-3000:]
+  out = run_worker("tests.moe.expert_parallel_worker", devices=8)
   rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
   return {(r["mesh"], r["mode"], r["top_k"]): r for r in rows}
 
