@@ -10,9 +10,7 @@ tiny, global batch 8, 4 steps:
   layers' expert-parallel path), and steps 3-4 equal the uninterrupted run's;
 - a mesh that does not fit fails before any work with an error naming
   mesh.shape (devices, model dims, batch), on the command line as one
-  `error:` line, exit status 2;
-- (slow) two processes x 4 devices (`experiments.slurm.launch_local`, gloo on
-  loopback), each reading its own half of every batch, give the same losses.
+  `error:` line, exit status 2.
 """
 
 import shutil
@@ -118,19 +116,3 @@ def test_bad_mesh_on_the_command_line_is_one_error_line(run_module, tmp_path):
   assert r.returncode == 2, r.stderr[-2000:]
   assert "error: mesh.shape='fsdp=3'" in r.stderr, r.stderr[-2000:]
   assert not (tmp_path / "w").exists()
-
-
-@pytest.mark.slow
-def test_two_processes_train_like_one(single, tmp_path):
-  """mesh data=2,fsdp=4 over 2 processes x 4 devices: process p reads the
-  synthetic examples p, p+2, ... (4 rows a step), together the single run's
-  8 rows; the losses match it."""
-  from experiments import slurm
-  workdir = tmp_path / "w"
-  codes = slurm.launch_local(_command(workdir, "data=2,fsdp=4"), num_processes=2,
-                             local_devices=4, log_dir=str(tmp_path / "logs"), timeout_s=300)
-  logs = "".join((tmp_path / "logs" / f"process-{i}.log").read_text()[-2000:]
-                 for i in range(2))
-  assert codes == [0, 0], logs
-  assert "(8 devices, 2 processes)" in logs, logs
-  assert_same_losses(_by_step(workdir), single, range(1, STEPS + 1))
