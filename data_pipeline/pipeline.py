@@ -222,12 +222,16 @@ class TrainIterator:
     return {**self._stats, "skipped_by_kind": dict(self._stats["skipped_by_kind"])}
 
 
-def make_train_iter(config, *, process_index: int = 0,
-                    process_count: int = 1) -> TrainIterator:
-  """Endless training batches for this process (see the module docstring)."""
+def make_train_iter(config, *, process_index: int = 0, process_count: int = 1,
+                    batch_size: int | None = None) -> TrainIterator:
+  """Endless training batches for this process (see the module docstring).
+
+  batch_size: rows per batch (default data.batch_size); a mesh run gives each
+  process its share of the global batch."""
   ds = build_dataset(config, process_index=process_index,
                      process_count=process_count)
-  return TrainIterator(ds, int(config.data.batch_size))
+  return TrainIterator(ds, int(config.data.batch_size if batch_size is None
+                               else batch_size))
 
 
 def orbax_save_args(iterator: TrainIterator):

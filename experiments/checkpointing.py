@@ -123,13 +123,19 @@ class Checkpointer:
         force=force)
 
   def restore(self, abstract_state, meta: dict, step=None):
-    """Restores (state, data_state) of `step` (default latest) into the abstract target."""
+    """Restores (state, data_state) of `step` (default latest) into the abstract
+    target: onto the default device, or into the leaves' NamedShardings where
+    the target has them (a mesh, experiments/mesh.py)."""
     step = self.manager.latest_step() if step is None else step
     saved_meta = self.manager.restore(
         step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
     check_structure(saved_meta, meta)
-    target = jax.tree_util.tree_map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), abstract_state)
+
+    def leaf(x):
+      s = getattr(x, "sharding", None)
+      return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=(
+          s if isinstance(s, jax.sharding.NamedSharding) else None))
+    target = jax.tree_util.tree_map(leaf, abstract_state)
     saved_state = self.manager.item_metadata(step)["state"]
     check_state_tree(getattr(saved_state, "tree", saved_state), target)
     restored = self.manager.restore(

@@ -25,6 +25,13 @@ after it runs); rerunning the same command resumes from that step. A run
 killed outright (SIGKILL) resumes from its last periodic checkpoint and still
 ends with the same parameters, bit for bit, as an uninterrupted one.
 
+`--config.mesh.shape=data=2,fsdp=4` (any interaction/sharding.py mesh string)
+trains one model on a device mesh over every device of every process (joined
+through experiments/distributed.py: --launcher=local or SLURM), with sharded
+checkpoints and each process reading its own rows of the global batch; '' (the
+default) is one device. A mesh that does not fit stops the run before any
+work with an error naming mesh.shape.
+
 Every config field can be overridden: `--config.train.steps=10`. Configs are
 locked, so an unknown key stops the run before any work starts. Quiet by
 default (progress bars, warnings, the summary); `-v` shows the libraries'

@@ -18,10 +18,18 @@ the parameter they mirror; step, rng and the metrics are replicated.
 `restore_sharded` reads a trainer checkpoint straight into the mesh's
 layout (orbax restores each shard where it belongs), so a run saved on one
 mesh resumes on another.
+
+With an `expert` axis > 1 the step and the loss are traced with the mesh as
+the context mesh (`jax.set_mesh`), so the MoE layers exchange tokens
+explicitly over `expert` (moe/expert_parallel.py) instead of leaving it to
+GSPMD. `from_config` builds the runner of `config.mesh.shape` for the
+trainer (experiments/trainer.py), refusing a mesh that does not fit with an
+error naming mesh.shape.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import jax
@@ -51,6 +59,21 @@ def state_specs(config, sizes, abstract_state=None) -> dict:
   return {"step": P(), "params": pspecs,
           "opt_state": sh.mirror_specs(abstract["opt_state"], flat, shapes),
           "rng": P()}
+
+
+class _OnMesh:
+  """A jitted function called (and traced, lowered) inside `context()`."""
+
+  def __init__(self, jitted, context):
+    self.jitted, self.context = jitted, context
+
+  def __call__(self, *args):
+    with self.context():
+      return self.jitted(*args)
+
+  def trace(self, *args):
+    with self.context():
+      return self.jitted.trace(*args)
 
 
 class MeshTrainer:
@@ -110,13 +133,23 @@ class MeshTrainer:
     return out
 
   # ---- compiled functions ----------------------------------------------------
+  def mesh_context(self):
+    """The context the compiled functions run in: the mesh set as context mesh
+    when it has an expert axis (the MoE layers' expert-parallel path reads it
+    at trace time), else nothing, so other meshes trace as before."""
+    if self.sizes["expert"] <= 1:
+      return contextlib.nullcontext()
+    if isinstance(self.mesh, jax.sharding.AbstractMesh):
+      return jax.sharding.use_abstract_mesh(self.mesh)
+    return jax.set_mesh(self.mesh)
+
   @functools.cached_property
   def train_step(self):
     """jit(train_step, in/out shardings); the state argument is donated."""
     step_fn = trainer.make_train_step(self.config).__wrapped__
-    return jax.jit(step_fn, in_shardings=(self.shardings, self.batch_shardings),
-                   out_shardings=(self.shardings, self.replicated),
-                   donate_argnums=0)
+    return _OnMesh(jax.jit(step_fn, in_shardings=(self.shardings, self.batch_shardings),
+                           out_shardings=(self.shardings, self.replicated),
+                           donate_argnums=0), self.mesh_context)
 
   @functools.cached_property
   def loss(self):
@@ -127,9 +160,9 @@ class MeshTrainer:
 
     def loss_fn(params, batch, rng):
       return compute_loss(bind(params), batch, rng, config)[1]
-    return jax.jit(loss_fn, in_shardings=(self.shardings["params"],
-                                          self.batch_shardings, self.replicated),
-                   out_shardings=self.replicated)
+    return _OnMesh(jax.jit(loss_fn, in_shardings=(self.shardings["params"],
+                                                  self.batch_shardings, self.replicated),
+                           out_shardings=self.replicated), self.mesh_context)
 
   def lower_train_step(self, platforms: tuple[str, ...] | None = None):
     """The train step lowered for this mesh from shapes alone (no arrays).
@@ -154,19 +187,36 @@ def restore_sharded(workdir: str, config, runner: MeshTrainer, step: int | None 
 
   Each array is read into its sharding on this mesh, whatever mesh (or single
   device) wrote it; the structure is checked like the trainer's resume."""
-  import orbax.checkpoint as ocp
   from experiments import checkpointing
   ckpt = checkpointing.Checkpointer(workdir)
   try:
     step = ckpt.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"{workdir}: no checkpoint in {ckpt.directory}")
-    m = ckpt.manager
-    saved_meta = m.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-    checkpointing.check_structure(saved_meta, checkpointing.structure_meta(config))
-    target = runner.abstract_state()
-    restored = m.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()))
+    state, data = ckpt.restore(runner.abstract_state(),
+                               checkpointing.structure_meta(config), step=step)
   finally:
     ckpt.close()
-  return restored["state"], restored["data"], int(step)
+  return state, data, int(step)
+
+
+def from_config(config) -> MeshTrainer | None:
+  """The MeshTrainer of `config.mesh.shape` over every device of every
+  process, or None for '' (one device). Raises ValueError naming mesh.shape
+  when the mesh does not divide the devices, the batch or the model, and
+  naming data.batch_size when the processes cannot share the batch."""
+  text = str(config.get("mesh", {}).get("shape", "") or "").strip()
+  if not text:
+    return None
+  where = f"mesh.shape={text!r}"
+  try:
+    sizes = sh.parse_mesh(text, jax.device_count())
+    sh.check_model_fits(config, sizes, mesh_text=text)
+    runner = MeshTrainer(config, sh.make_mesh(sizes))
+  except ValueError as e:
+    raise ValueError(f"{where}: {e}") from None
+  n = jax.process_count()
+  if runner.batch_size % n:
+    raise ValueError(f"data.batch_size={runner.batch_size} is not divisible by the {n} "
+                     f"processes ({where}: each process reads its own rows)")
+  return runner

@@ -13,6 +13,17 @@ Rerunning the same command therefore continues the run. Metric rows past the
 step a run starts at (written by a run killed after its last checkpoint) are
 dropped from metrics.jsonl, so it never repeats a step.
 
+Where it runs: one device (`mesh.shape=''`, the default), or a device mesh
+over every device of every process (`mesh.shape='data=2,fsdp=4'`, ...): then
+`jax.distributed` is initialised first for a multi-process run
+(experiments/distributed.py), the state, the step and the checkpoints are
+experiments/mesh.py's MeshTrainer's (sharded save and restore: a run resumes
+on another mesh), data.batch_size is the global batch and each process reads
+its own rows of it (its shard of the data pipeline, batch_size / processes
+rows a step). A mesh that does not fit fails before any work, naming
+mesh.shape. The data iterator state saved is process 0's: every process has
+read as many examples, so its position is every process's.
+
 SIGTERM (SLURM preemption, `scancel`, `kill`) sets a flag the loop checks
 after each step: the run logs its pending metrics, checkpoints the step it
 reached, and `train` returns with `stopped_by='SIGTERM'` (the entry point then
@@ -22,6 +33,7 @@ exits with status 143, 128 + SIGTERM). Rerunning resumes from that step.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -277,6 +289,49 @@ def _to_device_batch(batch):
   return {k: jnp.asarray(v) for k, v in batch.items()}
 
 
+class OneDevice:
+  """Where `train` runs without a mesh: the default device. The same methods
+  as experiments/mesh.py's MeshTrainer, which `train` uses for a mesh."""
+
+  def __init__(self, config):
+    self.config = config
+
+  def abstract_state(self):
+    return abstract_train_state(self.config)
+
+  def init_state(self):
+    return create_train_state(self.config)
+
+  def place_state(self, state):
+    return state
+
+  def place_batch(self, batch):
+    return _to_device_batch(batch)
+
+  @functools.cached_property
+  def train_step(self):
+    return make_train_step(self.config)
+
+
+def _runner(config):
+  """OneDevice, or the MeshTrainer of config.mesh.shape (jax.distributed
+  initialised first when this is a multi-process run)."""
+  if not str(config.get("mesh", {}).get("shape", "") or "").strip():
+    return OneDevice(config)
+  from experiments import distributed
+  from experiments import mesh as mesh_lib
+  distributed.maybe_initialize()
+  return mesh_lib.from_config(config)
+
+
+def _where(runner) -> str:
+  if isinstance(runner, OneDevice):
+    return ""
+  from interaction import sharding as sh
+  return (f" on mesh {sh.mesh_string(runner.sizes)} ({jax.device_count()} devices, "
+          f"{jax.process_count()} processes)")
+
+
 @dataclasses.dataclass
 class TrainResult:
   """What `train` returns: the final state and how the run began and ended.
@@ -323,12 +378,12 @@ class _StopSignal:
     self._previous = {}
 
 
-def _start_state(config, workdir: str, ckpt, meta, data_iter):
+def _start_state(config, workdir: str, ckpt, meta, data_iter, runner):
   """(state, start, message): the workdir's checkpoint, else train.init_from,
-  else scratch (module docstring)."""
+  else scratch (module docstring); placed by `runner`."""
   init_from = str(config.train.get("init_from", "") or "")
   if ckpt.latest_step() is not None:
-    state, data_state = ckpt.restore(abstract_train_state(config), meta)
+    state, data_state = ckpt.restore(runner.abstract_state(), meta)
     data_iter.set_state(data_state)
     msg = f"start: resumed from step {int(state['step'])} in {workdir}"
     if init_from:
@@ -336,10 +391,10 @@ def _start_state(config, workdir: str, ckpt, meta, data_iter):
     return state, "resumed", msg
   if init_from:
     state, src_step = init_from_workdir(config, init_from)
-    return state, "init_from", (
+    return runner.place_state(state), "init_from", (
         f"start: step 0 from the parameters of {init_from} (its step {src_step}); "
         "fresh optimizer state")
-  return create_train_state(config), "scratch", (
+  return runner.init_state(), "scratch", (
       f"start: from scratch (train.seed={config.train.seed}) in {workdir}")
 
 
@@ -365,29 +420,36 @@ def train(config, workdir: str, *, data_iter=None, stop_at_step: int | None = No
   and SIGTERM.
   """
   validate_config(config)
+  runner = _runner(config)  # a mesh that does not fit fails here, before any work
   os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
+  if isinstance(runner, OneDevice) and jax.process_count() > 1 and is_main:
+    logging.warning("mesh.shape is empty: each of the %d processes trains on its own "
+                    "device; set mesh.shape (e.g. data=-1) to train one model on all",
+                    jax.process_count())
 
   if data_iter is None:
     _prepare_episodes(config, workdir, is_main)
     from data_pipeline.pipeline import make_train_iter
+    rows = (None if isinstance(runner, OneDevice)
+            else runner.batch_size // jax.process_count())
     data_iter = make_train_iter(config, process_index=jax.process_index(),
-                                process_count=jax.process_count())
+                                process_count=jax.process_count(), batch_size=rows)
 
   ckpt = checkpointing.Checkpointer(workdir, keep=config.train.keep_checkpoints,
                                     cleanup_tmp=is_main)
   meta = checkpointing.structure_meta(config)
   try:
-    state, start, message = _start_state(config, workdir, ckpt, meta, data_iter)
+    state, start, message = _start_state(config, workdir, ckpt, meta, data_iter, runner)
   except BaseException:
     ckpt.close()
     raise
-  logging.warning("%s", message)
+  logging.warning("%s%s", message, _where(runner))
   if is_main:  # only once the workdir's checkpoint accepted this config
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
 
-  train_step = make_train_step(config)
+  train_step = runner.train_step
   tc = config.train
   step = start_step = int(state["step"])
   writer = MetricWriter(workdir, enabled=is_main, start_step=start_step)
@@ -421,7 +483,7 @@ def train(config, workdir: str, *, data_iter=None, stop_at_step: int | None = No
 
   try:
     while step < last and stop.received is None:
-      batch = _to_device_batch(next(data_iter))
+      batch = runner.place_batch(next(data_iter))
       state, metrics = train_step(state, batch)
       step += 1
       pending.append(metrics)

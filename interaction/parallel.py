@@ -30,8 +30,9 @@ layouts differ in the low bits.
 MoE blocks are split the same way over the experts' d_ff (every device routes
 every one of its tokens, with the whole router; the routed experts run through
 gather_gemv, whose per-token bits do not depend on the other tokens); the
-expert-parallel layout (experts split over `expert`) is GSPMD's, in
-experiments/mesh.py. Embeddings and heads run replicated around the stack
+expert-parallel layout (experts split over `expert`, tokens exchanged
+explicitly) is moe/expert_parallel.py's, taken by the MoE layer under
+experiments/mesh.py's MeshTrainer. Embeddings and heads run replicated around the stack
 (their inputs and outputs are whole).
 """
 

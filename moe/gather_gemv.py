@@ -84,7 +84,9 @@ def _token_ffn(x_t, ids_t, gates_t, w_gate, w_up, w_down):
     out = jnp.dot(h.astype(w_down.dtype), wd, preferred_element_type=F32)
     return acc + gates_t[j].astype(F32) * out, None
 
-  acc0 = jnp.zeros((x_t.shape[-1],), F32)
+  # zeros_like keeps x_t's varying-manual-axes type inside a shard_map
+  # (moe/expert_parallel.py), which the scan carry must match.
+  acc0 = jnp.zeros_like(x_t, dtype=F32)
   acc, _ = jax.lax.scan(slot, acc0, jnp.arange(ids_t.shape[0]))
   return acc
 

@@ -24,7 +24,8 @@ F32 = jnp.float32
 
 
 def _sort_slots(expert_ids, num_experts):
-  """Slot order by expert (stable), token index of each sorted slot, group sizes."""
+  """Slot order by expert (stable), token index of each sorted slot, group sizes
+  (ids >= num_experts are counted in no group)."""
   k = expert_ids.shape[1]
   flat_ids = expert_ids.reshape(-1).astype(jnp.int32)
   order = jnp.argsort(flat_ids, stable=True)
@@ -32,21 +33,42 @@ def _sort_slots(expert_ids, num_experts):
   return order, order // k, flat_ids, group_sizes
 
 
+def _unsort(out_sorted, order, t, k):
+  """[T*k, d] slot outputs in expert order -> [T, k, d] in token order."""
+  out = jnp.zeros_like(out_sorted).at[order].set(out_sorted, unique_indices=True)
+  return out.reshape(t, k, -1)
+
+
 def _combine(out_sorted, order, gates):
   """Unsort [T*k, d] slot outputs and take the gate-weighted sum over k."""
   t, k = gates.shape
-  out = jnp.zeros_like(out_sorted).at[order].set(out_sorted, unique_indices=True)
-  return jnp.einsum("tkd,tk->td", out.reshape(t, k, -1), gates.astype(F32))
+  return jnp.einsum("tkd,tk->td", _unsort(out_sorted, order, t, k), gates.astype(F32))
 
 
-def ragged_dot_ffn(x, expert_ids, gates, w_gate, w_up, w_down):
+def _ragged_swiglu(x, expert_ids, w_gate, w_up, w_down):
+  """(sorted [T*k, d] slot outputs, their order). An id >= E (a slot whose
+  expert is not in these weights, moe/expert_parallel.py) sorts after every
+  group and is in none: ragged_dot gives its row zeros and, on a grouped-GEMM
+  kernel, spends no work on it."""
   order, token_of, _, group_sizes = _sort_slots(expert_ids, w_gate.shape[0])
   xs = jnp.take(x, token_of, axis=0)                                  # [T*k, d]
   h = jax.nn.silu(jax.lax.ragged_dot(xs, w_gate, group_sizes, preferred_element_type=F32))
   h = h * jax.lax.ragged_dot(xs, w_up, group_sizes, preferred_element_type=F32)
   out = jax.lax.ragged_dot(h.astype(w_down.dtype), w_down, group_sizes,
                            preferred_element_type=F32)
+  return out, order
+
+
+def ragged_dot_ffn(x, expert_ids, gates, w_gate, w_up, w_down):
+  out, order = _ragged_swiglu(x, expert_ids, w_gate, w_up, w_down)
   return _combine(out, order, gates)
+
+
+def ragged_dot_slots(x, expert_ids, w_gate, w_up, w_down):
+  """f32 [T, k, d]: slot j of token t through expert expert_ids[t, j], not
+  gated; zeros for an id >= E (see `_ragged_swiglu`)."""
+  out, order = _ragged_swiglu(x, expert_ids, w_gate, w_up, w_down)
+  return _unsort(out, order, *expert_ids.shape)
 
 
 def padded_grouped_ffn(x, expert_ids, gates, w_gate, w_up, w_down, *, capacity: int):

@@ -34,8 +34,11 @@ Expert parallelism: the routed weights carry the sharding names
 ('expert', None, None) on their leading E axis (nnx `out_sharding`
 metadata); `nnx.get_partition_spec(nnx.state(model))` turns them into
 PartitionSpecs. They are applied eagerly only when a mesh with an 'expert'
-axis is active at construction (jax.set_mesh); the token exchange is the
-scale-out issue's job.
+axis is active at construction (jax.set_mesh). When such a mesh is the
+context mesh at trace time, the routed experts run expert-parallel with an
+explicit token exchange over `expert` (moe/expert_parallel.py: all-gather of
+the tokens, local experts, fixed-order reduce-scatter); the router and the
+shared experts stay outside it.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from moe import expert_parallel
 from moe import gather_gemv as gg
 from moe import grouped_gemm
 from moe import router as router_lib
@@ -209,9 +213,12 @@ class MoE(nnx.Module):
                                  self.numerics)
     return router_lib.route(logits, self.top_k, self.gating)
 
+  def _routed_weights(self):
+    return (self.w_gate[...].astype(self.dtype), self.w_up[...].astype(self.dtype),
+            self.w_down[...].astype(self.dtype))
+
   def routed(self, x2d, routing, impl: str):
-    w = (self.w_gate[...].astype(self.dtype), self.w_up[...].astype(self.dtype),
-         self.w_down[...].astype(self.dtype))
+    w = self._routed_weights()
     if impl == "loop":
       return ffn_loop(x2d, routing, *w)
     if impl == "dense":
@@ -223,12 +230,38 @@ class MoE(nnx.Module):
                              interpret=self.numerics.interpret)
     raise ValueError(f"model.moe.impl: {impl!r} is not one of {IMPLS}")
 
+  def routed_expert_parallel(self, x, routing, impl: str):
+    """f32 [B, S, d] through moe/expert_parallel.py (the shared experts
+    included: computed there on each device's own tokens, where the invariant
+    kernels give the single-device bits, which GSPMD's partitioning of them
+    does not), or None when it does not apply (no expert mesh in context, or
+    shapes that do not divide it)."""
+    mesh = expert_parallel.expert_mesh()
+    if mesh is None or self.num_experts % mesh.shape[expert_parallel.EXPERT_AXIS]:
+      return None
+    spec = expert_parallel.token_spec(mesh, x.shape)
+    if spec is None:
+      return None
+    b, s, _ = x.shape
+    return expert_parallel.routed_ffn(
+        x.astype(self.dtype), routing.expert_ids.reshape(b, s, -1),
+        routing.gates.reshape(b, s, -1), *self._routed_weights(), mesh=mesh, spec=spec,
+        impl=impl, kernel=self.gemv_kernel, interpret=self.numerics.interpret,
+        deterministic=self.numerics.invariant,
+        extra_fn=self._shared_fn if self.num_shared else None,
+        extra=((self.shared_gate[...], self.shared_up[...], self.shared_down[...])
+               if self.num_shared else ()))
+
   def shared(self, x2d):
-    mm = lambda a, w: numerics_lib.matmul(a, w[...].astype(self.dtype), self.numerics)
-    g = mm(x2d, self.shared_gate).astype(F32)
-    u = mm(x2d, self.shared_up).astype(F32)
+    return self._shared_fn(x2d, self.shared_gate[...], self.shared_up[...],
+                           self.shared_down[...])
+
+  def _shared_fn(self, x2d, w_gate, w_up, w_down):
+    mm = lambda a, w: numerics_lib.matmul(a, w.astype(self.dtype), self.numerics)
+    g = mm(x2d, w_gate).astype(F32)
+    u = mm(x2d, w_up).astype(F32)
     h = (jax.nn.silu(g) * u).astype(self.dtype)
-    return mm(h, self.shared_down).astype(F32)
+    return mm(h, w_down).astype(F32)
 
   def __call__(self, x, *, impl: str | None = None):
     """x [B, S, d] -> (y [B, S, d], aux). `impl` overrides cfg.impl for this call."""
@@ -238,8 +271,12 @@ class MoE(nnx.Module):
     x2d = x.reshape(b * s, d).astype(self.dtype)
     routing = self.route(x2d)
     resolved = resolve_impl(impl or self.impl, b * s, self.auto_threshold, self.numerics)
-    y = self.routed(x2d, routing, resolved)
-    if self.num_shared:
-      y = y + self.shared(x2d)
+    y = self.routed_expert_parallel(x, routing, resolved)
+    if y is None:
+      y = self.routed(x2d, routing, resolved)
+      if self.num_shared:
+        y = y + self.shared(x2d)
+    else:
+      y = y.reshape(b * s, d)
     aux = {"load_balance_loss": routing.load_balance_loss, "z_loss": routing.z_loss}
     return y.astype(self.dtype).reshape(b, s, d), aux

@@ -201,6 +201,17 @@ def eval_config() -> ml_collections.ConfigDict:
   return c
 
 
+def mesh_config() -> ml_collections.ConfigDict:
+  """Where training runs (experiments/mesh.py, interaction/sharding.py)."""
+  c = ml_collections.ConfigDict()
+  # '' = one device, as without a mesh (in a multi-process run each process
+  # then trains on its own). Else a mesh over every device of every process,
+  # e.g. 'data=2,fsdp=4' or 'fsdp=-1,expert=8' (axes data, fsdp, expert,
+  # sequence, tensor; one may be -1). data.batch_size is then the global batch.
+  c.shape = ""
+  return c
+
+
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.name = "base"
@@ -210,4 +221,5 @@ def base_config() -> ml_collections.ConfigDict:
   c.train = train_config()
   c.session = session_config()
   c.eval = eval_config()
+  c.mesh = mesh_config()
   return c

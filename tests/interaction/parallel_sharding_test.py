@@ -12,9 +12,6 @@ numpy references on the suite's 4 in-process devices.
 """
 
 import json
-import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -23,17 +20,12 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from pallas_kernels import collectives
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.workers import run_worker
 
 
 @pytest.fixture(scope="module")
 def layouts():
-  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=8")
-  out = subprocess.run([sys.executable, "-m", "tests.interaction.parallel_sharding_worker"],
-                       cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-  assert out.returncode == 0, out.stderr[-3000:]
+  out = run_worker("tests.interaction.parallel_sharding_worker", devices=8)
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
