@@ -78,7 +78,8 @@ def build_agent(kind: str, settings: dict, *, tts: str = "auto"):
   settings: constructor arguments; for 'model', `checkpoint` (a workdir) instead
   of config/params, or `config` (a model config name or file) alone for a
   randomly initialised model (smoke tests: its output is noise); `temperature`
-  overrides the session's text sampling temperature; `vocoder` picks its audio
+  overrides the session's text sampling temperature and `flow_temperature`
+  the scale of its flow head's initial noise; `vocoder` picks its audio
   out (see `load_vocoder`: default the checkpoint's vocoder/ if trained, else
   Griffin-Lim). `tts` is the
   replay's speech backend, used by the agents that speak unless their settings
@@ -91,6 +92,7 @@ def build_agent(kind: str, settings: dict, *, tts: str = "auto"):
     checkpoint = settings.pop("checkpoint", None) or None
     config_name = settings.pop("config", None) or None
     temperature = settings.pop("temperature", None)
+    flow_temperature = settings.pop("flow_temperature", None)
     vocoder = settings.pop("vocoder", None)
     if settings:
       raise ValueError(f"model agent: unknown settings {sorted(settings)}")
@@ -106,6 +108,12 @@ def build_agent(kind: str, settings: dict, *, tts: str = "auto"):
         raise ValueError(f"model agent: temperature must be >= 0, got {temperature}")
       with config.unlocked():
         config.session.temperature = float(temperature)
+    if flow_temperature is not None:  # 0 = the flow's ODE from zero noise
+      if flow_temperature < 0:
+        raise ValueError(f"model agent: flow_temperature must be >= 0, got "
+                         f"{flow_temperature}")
+      with config.unlocked():
+        config.session.flow_temperature = float(flow_temperature)
     return make_agent("model", config=config, params=params, checkpoint=checkpoint,
                       vocoder=load_vocoder(checkpoint, vocoder))
   if kind in _SPEAKING:

@@ -70,6 +70,8 @@ def get_config():
   c.agents.model.checkpoint = ""                # training workdir (config.json + checkpoints/)
   c.agents.model.config = ""                    # or a model config (e.g. tiny): random params
   c.agents.model.temperature = config_dict.placeholder(float)  # text sampling; unset = config's
+  # Scale of the flow head's initial noise (audio sampling); unset = the config's.
+  c.agents.model.flow_temperature = config_dict.placeholder(float)
 
   c.replay = ml_collections.ConfigDict()
   c.replay.pace = "simulated"    # 'simulated' (as fast as the agent runs) | 'wall' (live)
