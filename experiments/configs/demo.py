@@ -13,17 +13,21 @@ at random and half of them are placed up to 4 minutes into a session
 live session are inside what was trained.
 
 Recipe (issue 15; the numbers behind it are in WORKSPACE.md, "Main job"):
-<pad> text targets weigh train.pad_weight against 1 for spoken bytes, and the
-model's own audio input is seen through noise (train.audio_input_noise), the
-way a live session feeds back its imperfect flow samples.
+<pad> text targets weigh train.pad_weight against 1 for spoken bytes; the
+model's own audio input is seen through noise (train.audio_input_noise), and
+half the examples hear the flow head's own samples instead
+(train.self_feed, scheduled sampling), the way a live session feeds back
+what it made.
 
-Expect (2026-12-01, idle 2-core CPU): data 35 s; about 3.1 s per step, so
-about 500 steps before `train.max_minutes` (27) stops it with a checkpoint
-(text loss 4.8 -> 0.96, flow loss 1.7 -> 0.31, text accuracy 0.79); the eval
+Expect (2026-12-02, 2-core CPU): data 35 s; about 3.6 s per step, so about
+300-450 steps before `train.max_minutes` (27) stops it with a checkpoint
+(text loss 4.8 -> 1.2, flow loss 1.7 -> 0.31, text accuracy 0.77); the eval
 phase 16 min (the late-session replays are 10 of them). The model it trains
-does not yet show the behaviours: from the audio it takes no turn (TOR 0 on
-every family, against the cascade's 1.0) and only starts words ("th") after
-the user's turn; WORKSPACE.md, "Main job", has the runs and what they showed.
+does not yet show the behaviours in its audio: by its own word times it
+takes half the held-out turns about 0.4 s after the user stops and every
+interruption, but it says byte fragments and plays loud noise, so from the
+audio (Silero VAD) it takes no turn (TOR 0 on every family, against the
+cascade's 1.0); WORKSPACE.md, "Main job", has the runs and what they showed.
 Rerunning the same command resumes.
 """
 
