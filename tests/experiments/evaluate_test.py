@@ -122,3 +122,15 @@ def test_score_of_an_empty_benchmark_folder_fails_naming_it(tmp_path, run_module
   r = run_module("experiments.score", "--benchmark=fdb_v1", f"--references={empty}",
                  f"--predictions={empty}")
   assert r.returncode == 2 and f"{empty}" in r.stderr and "holds no samples" in r.stderr
+
+
+def test_model_agent_sampling_settings_reach_its_session_config():
+  """temperature and flow_temperature override the session's; negatives are refused."""
+  built = agents_lib.build_agent("model", {"config": "tiny", "temperature": 0.7,
+                                           "flow_temperature": 0.25})
+  session = built.config.session
+  assert (session.temperature, session.flow_temperature) == (0.7, 0.25)
+  default = agents_lib.build_agent("model", {"config": "tiny"}).config.session
+  assert default.flow_temperature == 1.0
+  with pytest.raises(ValueError, match="flow_temperature must be >= 0"):
+    agents_lib.build_agent("model", {"config": "tiny", "flow_temperature": -1.0})
