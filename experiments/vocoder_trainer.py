@@ -219,9 +219,32 @@ def make_train_step(config, vc: lv.VocoderConfig, warm: int):
   return tx, jax.jit(step, donate_argnums=(0, 1))
 
 
+def with_model_layout(config, workdir: str):
+  """config with the layout of the model trained in `workdir` (its
+  config.json), when there is one: a session refuses a vocoder of another
+  mel space (learned_vocoder.check_layout), so the vocoder written next to
+  a model is trained on that model's mel (e.g. demo's dmel_max 0.5, not the
+  default 2.0). Without a model there, config as given."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return config
+  with open(path) as f:
+    saved = json.load(f)
+  if "layout" not in saved:
+    raise ValueError(f"{path}: no layout section; is {workdir} a model workdir?")
+  import ml_collections
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.layout = ml_collections.ConfigDict(saved["layout"])
+  print(f"layout: the model's ({path})", flush=True)
+  return config
+
+
 def train_vocoder(config, workdir: str, *, progress: bool = True):
-  """Trains until train.steps or train.max_minutes; returns (VocoderConfig, params, step)."""
+  """Trains until train.steps or train.max_minutes; returns (VocoderConfig, params, step).
+
+  The layout is the model's when `workdir` holds one (with_model_layout)."""
   import orbax.checkpoint as ocp
+  config = with_model_layout(config, workdir)
   vc = vocoder_config(config)
   out_dir = os.path.join(workdir, "vocoder")
   os.makedirs(out_dir, exist_ok=True)

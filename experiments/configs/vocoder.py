@@ -28,7 +28,10 @@ from experiments.configs import common
 def get_config():
   c = ml_collections.ConfigDict()
   c.name = "vocoder"
-  c.layout = common.layout_config()   # the mel space; must match the model's
+  # The mel space. A WORKDIR that holds a model (config.json) replaces it
+  # with that model's layout (vocoder_trainer.with_model_layout): a session
+  # refuses a vocoder of another mel space.
+  c.layout = common.layout_config()
 
   v = c.vocoder = ml_collections.ConfigDict()
   v.dim = 128                 # causal ConvNeXt width

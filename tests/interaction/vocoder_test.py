@@ -256,3 +256,25 @@ def test_trainer_writes_a_checkpoint_sessions_load_and_resumes(tmp_path, spec):
   v.dim = 8   # another network in the same workdir: refused, fields named
   with pytest.raises(ValueError, match=r"(?s)another vocoder.*dim: checkpoint=16 config=8"):
     train_vocoder.train_vocoder(config, workdir, progress=False)
+
+
+def test_a_vocoder_next_to_a_model_takes_the_model_layout(tmp_path):
+  """A workdir with a model's config.json gives the vocoder that model's mel
+  space (demo's dmel_max 0.5, not the default 2.0); one without keeps the
+  config's; a config.json that is not a model's is refused."""
+  import json
+  from experiments import vocoder_trainer
+  from experiments.configs import common
+  from experiments.configs import vocoder as vocoder_config
+  config = vocoder_config.get_config()
+  assert vocoder_trainer.with_model_layout(config, str(tmp_path)) is config
+  layout = common.layout_config()
+  layout.dmel_max = 0.5
+  (tmp_path / "config.json").write_text(json.dumps({"layout": layout.to_dict()}))
+  adopted = vocoder_trainer.with_model_layout(config, str(tmp_path))
+  assert adopted.layout.dmel_max == 0.5 and config.layout.dmel_max == 2.0
+  assert vocoder_trainer.vocoder_config(adopted).mel_max == 0.5
+  assert adopted.vocoder.to_dict() == config.vocoder.to_dict()
+  (tmp_path / "config.json").write_text(json.dumps({"name": "x"}))
+  with pytest.raises(ValueError, match="no layout section"):
+    vocoder_trainer.with_model_layout(config, str(tmp_path))
