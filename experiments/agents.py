@@ -91,8 +91,8 @@ def build_agent(kind: str, settings: dict, *, tts: str = "auto"):
   if kind == "model":
     checkpoint = settings.pop("checkpoint", None) or None
     config_name = settings.pop("config", None) or None
-    temperature = settings.pop("temperature", None)
-    flow_temperature = settings.pop("flow_temperature", None)
+    # Session sampling overrides: text (0 = greedy) and the flow's initial noise.
+    sampling = {k: settings.pop(k, None) for k in ("temperature", "flow_temperature")}
     vocoder = settings.pop("vocoder", None)
     if settings:
       raise ValueError(f"model agent: unknown settings {sorted(settings)}")
@@ -103,17 +103,13 @@ def build_agent(kind: str, settings: dict, *, tts: str = "auto"):
       raise ValueError("model agent: set checkpoint or config, not both (a checkpoint "
                        "carries its own config)")
     config, params = load_model(checkpoint, model_config(config_name) if config_name else None)
-    if temperature is not None:  # text sampling of the session (0 = greedy)
-      if temperature < 0:
-        raise ValueError(f"model agent: temperature must be >= 0, got {temperature}")
+    for key, value in sampling.items():
+      if value is None:
+        continue
+      if value < 0:
+        raise ValueError(f"model agent: {key} must be >= 0, got {value}")
       with config.unlocked():
-        config.session.temperature = float(temperature)
-    if flow_temperature is not None:  # 0 = the flow's ODE from zero noise
-      if flow_temperature < 0:
-        raise ValueError(f"model agent: flow_temperature must be >= 0, got "
-                         f"{flow_temperature}")
-      with config.unlocked():
-        config.session.flow_temperature = float(flow_temperature)
+        config.session[key] = float(value)
     return make_agent("model", config=config, params=params, checkpoint=checkpoint,
                       vocoder=load_vocoder(checkpoint, vocoder))
   if kind in _SPEAKING:

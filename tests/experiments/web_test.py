@@ -196,6 +196,17 @@ def notice(driver):
   return js(driver, "app.notice")
 
 
+def assert_reported(driver, t0, within_s, expr, what, text_start):
+  """The page reached `expr` within `within_s` of t0, its notice starts with
+  `text_start` and offers Reconnect, and it released everything."""
+  wait_for(driver, expr, 15, what)
+  assert time.monotonic() - t0 < within_s
+  n = notice(driver)
+  assert n["text"].startswith(text_start), n
+  assert n["action"] == "Reconnect"
+  assert_released(driver)
+
+
 def assert_released(driver):
   """After a failure: no microphone, no audio context, no socket left open."""
   r = js(driver, "{ended: app.run.ended, media: app.run.media, "
@@ -379,13 +390,8 @@ def test_a_server_that_goes_away_is_reported_and_reconnect_works(server, browser
   # watchdog gives up on it after 8 s of silence, says so, and releases everything.
   os.kill(srv.proc.pid, signal.SIGSTOP)
   try:
-    t0 = time.monotonic()
-    wait_for(browser, "app.phase === 'error'", 15, "the page to notice the silence")
-    assert time.monotonic() - t0 < 12
-    n = notice(browser)
-    assert n["text"].startswith("No reply from the server for 8 s"), n
-    assert n["action"] == "Reconnect"
-    assert_released(browser)
+    assert_reported(browser, time.monotonic(), 12, "app.phase === 'error'",
+                    "the page to notice the silence", "No reply from the server for 8 s")
   finally:
     os.kill(srv.proc.pid, signal.SIGCONT)
   # Back: Reconnect opens a new session.
@@ -395,18 +401,12 @@ def test_a_server_that_goes_away_is_reported_and_reconnect_works(server, browser
   assert js(browser, "app.abandoned.length") == 0
   # Killed mid-session: the connection drops, the page says so at once.
   srv.stop(signal.SIGKILL)
-  t0 = time.monotonic()
-  wait_for(browser, "app.phase === 'error'", 15, "the page to notice the server is gone")
-  assert time.monotonic() - t0 < 5
-  n = notice(browser)
-  assert n["text"].startswith("Lost the connection to the server (code 1006"), n
-  assert n["action"] == "Reconnect"
-  assert_released(browser)
+  assert_reported(browser, time.monotonic(), 5, "app.phase === 'error'",
+                  "the page to notice the server is gone",
+                  "Lost the connection to the server (code 1006")
   # Reconnect with no server: a plain answer at once, and the button again.
   t0 = time.monotonic()
   click(browser, "notice-action")
-  wait_for(browser, "app.phase === 'error' && app.notice && "
-           "app.notice.text.startsWith('Cannot reach the server')", 15, "cannot reach")
-  assert time.monotonic() - t0 < 5
-  assert notice(browser)["action"] == "Reconnect"
-  assert_released(browser)
+  assert_reported(browser, t0, 5, "app.phase === 'error' && app.notice && "
+                  "app.notice.text.startsWith('Cannot reach the server')", "cannot reach",
+                  "Cannot reach the server")
