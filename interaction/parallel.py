@@ -74,7 +74,7 @@ def _moe_partials(p, hn, cfg: ModelConfig, num: nm.Numerics, pieces, piece_f, pi
   x2d = hn.reshape(b * sl, d).astype(dtype)
   rdt = jnp.dtype(mcfg.router_dtype)
   logits = nm.matmul(x2d.astype(rdt), p["w_router"].astype(rdt), num)
-  routing = router_lib.route(logits, mcfg.top_k, mcfg.gating)
+  routing = router_lib.route(logits, mcfg.top_k, mcfg.gating, num)
   out = []
   for c in pieces:
     sl_f = slice(c * piece_f, (c + 1) * piece_f)

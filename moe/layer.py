@@ -211,7 +211,7 @@ class MoE(nnx.Module):
     logits = numerics_lib.matmul(x2d.astype(self.router_dtype),
                                  self.w_router[...].astype(self.router_dtype),
                                  self.numerics)
-    return router_lib.route(logits, self.top_k, self.gating)
+    return router_lib.route(logits, self.top_k, self.gating, self.numerics)
 
   def _routed_weights(self):
     return (self.w_gate[...].astype(self.dtype), self.w_up[...].astype(self.dtype),

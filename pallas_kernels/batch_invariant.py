@@ -23,11 +23,13 @@ W_LAYOUTS = ("kn", "nk")
 
 
 def min_dot_rows(w_layout: str) -> int:
-  """Rows a dot is zero-padded to on the 'xla' path (see module docstring).
+  """Rows a dot of this weight layout must be zero-padded to (see module docstring).
 
   'nk': YNNPACK always packs transposed weights; 2 keeps one-row calls off
   XLA's matrix-vector kernel. 'kn': above YNNPACK's threshold for packing
-  (about 10 row tiles of its unpacked kernel), measured at 64 on AVX-512.
+  (about 10 row tiles of its unpacked kernel), measured at 64 on AVX-512 and
+  not enough on AVX2 for narrow weights, so `matmul`'s 'xla' path never runs
+  a 'kn' dot: it dots a [K, N] weight as a materialised 'nk' copy.
   """
   return 2 if w_layout == "nk" else 64
 
@@ -276,6 +278,16 @@ def matmul(x, w, numerics: Numerics, w_layout: str = "kn"):
                           w_layout)
   if numerics.impl == "xla_blocked":
     return _matmul_blocked(x, w, numerics.block_rows, w_layout)
+  if w_layout == "kn":
+    # A [K, N] weight is dotted as a materialised [N, K] copy (the barrier
+    # keeps XLA from folding the transpose back into a 'kn' dot). YNNPACK
+    # always packs a weight contracted on its last dim, so one kernel family
+    # serves every row count from 2 rows up, on every x86 ISA measured. The
+    # 'kn' dot's own switch depends on the CPU: padded to 64 rows it held on
+    # AVX-512, but on AVX2 a narrow one (the MoE router's [32, 8]) changed its
+    # bits between 64 and 100 rows (pallas_kernels/README.md).
+    w = jax.lax.optimization_barrier(w.T)
+    w_layout = "nk"
   return _matmul_padded(x, w, w_layout)
 
 
