@@ -12,7 +12,9 @@ NVIDIA H200 (sm_90) and each Triton kernel compiled to an sm_90a cubin with
 the triton wheel's compiler and ptxas (shared memory, registers, spills); the
 Triton gather+GEMV source compiled the same way, its jax-triton wrapper
 lowered for cuda where jax's CUDA plugin can be found (moe/gpu_lowering.py),
-and the Pallas gather+GEMV lowered for an abstract TPU. It prints what the GPU
+and the Pallas gather+GEMV lowered for an abstract TPU. Either way, `--model`'s
+forward and streaming step (demo) are lowered for the H200 with the GPU
+kernels, listing the Triton calls and what stays XLA. It prints what the GPU
 run would do.
 
 Either way it prints one line per check, then one JSON object (also written to
@@ -37,6 +39,29 @@ _ROUNDS = flags.DEFINE_integer("rounds", 20, "Timed runs per kernel (median).")
 _COMPILE = flags.DEFINE_bool("compile_triton", True,
                              "With --dry_run, compile each Triton kernel to sm_90a.")
 _OUT = flags.DEFINE_string("out", "", "Also write the JSON object here.")
+_MODEL = flags.DEFINE_string("model", "demo", "Config whose forward and streaming step are "
+                             "lowered with the GPU kernels, listing what stays XLA "
+                             "(experiments/gpu_model_lowering.py); '' skips.")
+
+
+def _model_lowering(name: str) -> list[dict]:
+  """The model's steps lowered for an abstract H200: one record per step."""
+  if not name:
+    return []
+  import importlib
+  from experiments import gpu_model_lowering as gml
+  config = importlib.import_module(f"experiments.configs.{name}").get_config()
+  out = []
+  try:
+    recs = gml.lower_model(config)
+  except Exception as e:  # noqa: BLE001 - reported as a failed check
+    print(f"FAIL {name} model lowering: {e}")
+    return [{"case": f"model[{name}]", "ok": False, "error": str(e)}]
+  for rec in recs:
+    ok = not [op for op in rec.xla_ops if "dot" in op]
+    print(f"{'ok  ' if ok else 'FAIL'} {name} {gml.format_lowering(rec)}")
+    out.append({"case": f"{rec.step}[{name}]", "ok": ok, **rec.summary()})
+  return out
 
 
 def main(argv):
@@ -57,9 +82,11 @@ def main(argv):
                               rounds=_ROUNDS.value, compile_triton=_COMPILE.value)
   moe = (moe_gpu.check_moe(_MOE_SHAPE.value, dry_run=dry, rounds=_ROUNDS.value)
          if _MOE_SHAPE.value else [])
-  failed = [r["case"] for r in kernels + moe if not r["ok"]]
+  model = _model_lowering(_MODEL.value)
+  failed = [r["case"] for r in kernels + moe + model if not r["ok"]]
   result = {"dry_run": dry, "device": device, "jax": jax.__version__,
-            "kernels": kernels, "moe": moe, "failed": failed, "ok": not failed}
+            "kernels": kernels, "moe": moe, "model": model, "failed": failed,
+            "ok": not failed}
   if _OUT.value:
     with open(_OUT.value, "w") as f:
       json.dump(result, f, indent=1)

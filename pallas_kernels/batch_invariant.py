@@ -45,6 +45,11 @@ _PALLAS_BLOCK_N = 128
 _PALLAS_BLOCK_K = 64
 
 
+def _pow2_at_least(n: int, floor: int = 16) -> int:
+  """The smallest power of two >= max(n, floor) (Triton's block rule)."""
+  return max(floor, 1 << (int(n) - 1).bit_length())
+
+
 def pallas_block_k(k: int) -> int:
   """Contraction tile of the Pallas matmul for a contraction of k."""
   return _PALLAS_BLOCK_K if k > _PALLAS_BLOCK_K and k % _PALLAS_BLOCK_K == 0 else k
@@ -207,15 +212,21 @@ def _matmul_kernel(x_ref, w_ref, o_ref, *, w_layout, block_k):
 
 def _matmul_pallas_fwd_only(x, w, block_rows, interpret, w_layout):
   blocks, rows = _to_row_blocks(x, block_rows)
-  nblocks, _, k = blocks.shape
+  nblocks, _, k0 = blocks.shape
   n = _n_of(w, w_layout)
-  block_n = n if n <= _PALLAS_BLOCK_N else _PALLAS_BLOCK_N
+  block_n = _pow2_at_least(n) if n <= _PALLAS_BLOCK_N else _PALLAS_BLOCK_N
   n_pad = -(-n // block_n) * block_n
+  # Triton takes only power-of-two blocks, and a dot needs K >= 16: a K such
+  # as the hMLP stem's 48 is zero-padded (to 64; above the K tile, to a
+  # multiple of it). Zero products add exactly nothing, so this only fixes
+  # the shape; the padding is part of this path's bits on every backend.
+  k = _pow2_at_least(k0) if k0 <= _PALLAS_BLOCK_K else -(-k0 // _PALLAS_BLOCK_K) * _PALLAS_BLOCK_K
+  blocks = jnp.pad(blocks, ((0, 0), (0, 0), (0, k - k0)))
   if w_layout == "kn":
-    wp = jnp.pad(w, ((0, 0), (0, n_pad - n)))
+    wp = jnp.pad(w, ((0, k - k0), (0, n_pad - n)))
     w_spec = pl.BlockSpec((k, block_n), lambda i, j: (0, j))
   else:
-    wp = jnp.pad(w, ((0, n_pad - n), (0, 0)))
+    wp = jnp.pad(w, ((0, n_pad - n), (0, k - k0)))
     w_spec = pl.BlockSpec((block_n, k), lambda i, j: (j, 0))
   out = pl.pallas_call(
       functools.partial(_matmul_kernel, w_layout=w_layout,

@@ -11,8 +11,9 @@ def test_dry_run_lowers_everything(run_module, tmp_path):
   out = tmp_path / "gpu_check.json"
   # demo's kernels compiled to sm_90a; tml_small's lowered only (its compiles
   # are in tests/pallas_kernels/gpu_lowering_test.py), to keep this short.
+  # The model lowering has its own test (gpu_model_lowering_test.py).
   proc = run_module("experiments.gpu_check", "--dry_run", "--shapes=demo",
-                    f"--out={out}")
+                    "--model=", f"--out={out}")
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
   lines = proc.stdout.strip().splitlines()
   result = json.loads(lines[-1])
