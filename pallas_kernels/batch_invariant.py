@@ -220,7 +220,8 @@ def _matmul_pallas_fwd_only(x, w, block_rows, interpret, w_layout):
   # as the hMLP stem's 48 is zero-padded (to 64; above the K tile, to a
   # multiple of it). Zero products add exactly nothing, so this only fixes
   # the shape; the padding is part of this path's bits on every backend.
-  k = _pow2_at_least(k0) if k0 <= _PALLAS_BLOCK_K else -(-k0 // _PALLAS_BLOCK_K) * _PALLAS_BLOCK_K
+  k = (_pow2_at_least(k0) if k0 <= _PALLAS_BLOCK_K
+       else -(-k0 // _PALLAS_BLOCK_K) * _PALLAS_BLOCK_K)
   blocks = jnp.pad(blocks, ((0, 0), (0, 0), (0, k - k0)))
   if w_layout == "kn":
     wp = jnp.pad(w, ((0, k - k0), (0, n_pad - n)))
@@ -277,9 +278,9 @@ def matmul(x, w, numerics: Numerics, w_layout: str = "kn"):
   """Batch-invariant x [..., K] @ w, f32 accumulation, x.dtype out.
 
   w is [K, N] for w_layout='kn' and [N, K] (x @ w.T) for 'nk'. On the 'xla'
-  path, pass weights that are stored in the layout you name: a transposed
-  view of a [K, N] array is folded back by XLA into a 'kn' dot without the
-  64-row padding that keeps it invariant.
+  path, pass weights that are stored in the layout you name: a 'kn' weight
+  costs a transposed copy per call, and a transposed view passed as 'nk' is
+  folded back by XLA into a 'kn' dot.
   """
   check_matmul_args(x, w, w_layout)
   w = w.astype(x.dtype)
